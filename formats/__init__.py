@@ -1,0 +1,1 @@
+"""Representations: spec strings -> project(), gmse(), bits_per_element, family."""

@@ -1,0 +1,1 @@
+"""Fitting scaling laws (chinchilla, decoupled, unified and prior forms)."""
