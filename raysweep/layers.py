@@ -1,0 +1,345 @@
+"""Compressed linear layers: fake-quantized / pruned ``nn.Linear`` with trained estimators.
+
+A :class:`CompressedLinear` computes ``y = P_a(x) @ P_w(W)^T + b`` where ``P_w``
+projects every output row of the weight (last dim = in_features) and ``P_a``
+projects every token of the input, both through a representation from
+:func:`raysweep.formats.parse`. The projection is re-done on every forward
+(the master weight stays high precision), so training sees the compressed
+model while the optimizer updates the dense one.
+
+The backward pass is an *estimator*: the gradient of ``x_hat`` with respect to
+``x`` is replaced by a mask ``M`` (``grad_x = M * grad_x_hat``):
+
+- ``ste``: straight-through, ``M = 1`` everywhere.
+- ``trust`` (QuEST, Panferov et al. 2025; paper.md §5): the representation's
+  trust mask, ``|x_hat - x| <= step/2 * RMS`` for int grids, so points clipped
+  by more than half a step get no gradient. With a Hadamard spec (``@h``) the
+  mask lives in the rotated domain: ``grad_x = H^T (M * (H grad_x_hat))``.
+- ``mask``: sparsity, backward mask = forward keep mask.
+- ``rbbm:A`` (RMSE-banded backward masking, paper.md §5): with ``T_k`` the
+  largest pruned magnitude of the row and
+  ``T_a = RMS * Phi^-1(0.5 + (1 - A) (Phi(T_k / RMS) - 0.5))``,
+  ``M = keep | (|x| < T_a)``: the band ``[T_a, T_k]`` of pruned entries gets no
+  gradient, the smallest pruned entries do. ``A = 1`` gives ``T_a = 0`` (the
+  ``mask`` baseline), ``A = 0`` passes every gradient.
+- ``auto``: ``mask`` for sparsity, ``trust`` otherwise.
+
+Composite specs (``sparse50+int4``) chain the parts: forward applies them left
+to right, backward applies the parts' masks right to left (the chain rule of
+the per-part estimators).
+
+``backend`` picks the implementation of the hot projections (per-row RMS int
+grid, magnitude top-k and N:M masks): ``triton`` runs :mod:`raysweep.kernels`,
+``torch`` the representation's own ``project``; ``auto`` is Triton on CUDA
+tensors and torch elsewhere. Both give the same numbers on round-to-nearest
+paths.
+
+Identity specs (``bf16``/``none``) cost nothing: the layer is then a plain
+``F.linear``, so a ``bf16`` model matches ``nn.Linear`` step for step.
+Weight projection runs in fp32 even under bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raysweep.errors import RaysweepError
+
+ESTIMATORS = ("auto", "ste", "trust", "mask", "rbbm:A")
+BACKENDS = ("auto", "triton", "torch")
+
+
+# --------------------------------------------------------------------------- estimators
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """A parsed estimator name: ``kind`` in auto/ste/trust/mask/rbbm, ``a`` for rbbm."""
+
+    kind: str
+    a: float = 1.0
+
+
+def parse_estimator(name: str) -> Estimator:
+    """Parse ``auto|ste|trust|mask|rbbm:A`` (A in [0, 1]); raise RaysweepError otherwise."""
+    if not isinstance(name, str):
+        raise RaysweepError(f"estimator: expected a string, one of {ESTIMATORS}, got {name!r}")
+    key = name.strip().lower()
+    if key in ("auto", "ste", "trust", "mask"):
+        return Estimator(key)
+    if key.startswith("rbbm"):
+        _, sep, val = key.partition(":")
+        try:
+            a = float(val) if sep else float("nan")
+        except ValueError:
+            a = float("nan")
+        if not 0.0 <= a <= 1.0:
+            raise RaysweepError(f"estimator: rbbm needs a band parameter A in [0, 1] as "
+                                f"'rbbm:A' (e.g. rbbm:0.5), got {name!r}")
+        return Estimator("rbbm", a)
+    raise RaysweepError(f"estimator: unknown {name!r}; allowed: {', '.join(ESTIMATORS)}")
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise RaysweepError(f"backend: unknown {backend!r}; allowed: {', '.join(BACKENDS)}")
+    return backend
+
+
+# --------------------------------------------------------------------------- Hadamard
+
+
+def _hadamard_matrix(n: int, device, dtype) -> torch.Tensor:
+    """Orthonormal Sylvester Hadamard matrix of size n (a power of two); symmetric."""
+    h = torch.ones(1, 1, dtype=torch.float64)
+    while h.shape[0] < n:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    return (h / math.sqrt(n)).to(device=device, dtype=dtype)
+
+
+def hadamard_block(n: int, max_block: int = 128) -> int:
+    """Block size for a last dim of n: the largest power of two <= max_block dividing n."""
+    b = max_block
+    while b > 1 and n % b:
+        b //= 2
+    return b
+
+
+def block_hadamard(x: torch.Tensor, block: int) -> torch.Tensor:
+    """Apply the orthonormal block Hadamard of size ``block`` along the last dim (fp32).
+
+    H is symmetric and orthogonal, so the same call also undoes the rotation.
+    """
+    h = _hadamard_matrix(block, x.device, torch.float32)
+    shape = x.shape
+    y = x.float().reshape(*shape[:-1], shape[-1] // block, block) @ h
+    return y.reshape(shape)
+
+
+# --------------------------------------------------------------------------- projection plan
+
+# A backward step is a function g -> g' (the estimator of one projection).
+BackStep = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _use_triton(backend: str, x: torch.Tensor) -> bool:
+    return backend == "triton" or (backend == "auto" and x.is_cuda)
+
+
+def _parts(rep) -> list:
+    """The representation's parts for composites (``A+B``), else ``[rep]``."""
+    parts = getattr(rep, "parts", None)
+    return list(parts) if parts else [rep]
+
+
+def _is_sparse(rep) -> bool:
+    return getattr(rep, "sparsity", None) is not None or getattr(rep, "nm", None) is not None
+
+
+def _hadamard_of(rep) -> tuple[int | None, object]:
+    """(block size, un-rotated representation) for ``@h`` specs, else (None, rep)."""
+    spec = getattr(rep, "spec", "")
+    if "@h" not in spec.split("+")[0] or not hasattr(rep, "grid"):
+        return None, rep
+    from raysweep.formats import parse
+
+    inner = parse("@".join(p for p in spec.split("@") if p != "h"))
+    return int(getattr(rep, "hadamard", 128) or 128), inner
+
+
+def _project_part(rep, x: torch.Tensor, est: Estimator, backend: str):
+    """Project x (fp32 or bf16) by one non-composite part; return (x_hat, back step or None)."""
+    block, inner = _hadamard_of(rep)
+    if block is not None:
+        block = hadamard_block(x.shape[-1], block)
+        xr = block_hadamard(x, block)
+        q, step = _project_part(inner, xr, est, backend)
+        x_hat = block_hadamard(q, block).to(x.dtype)
+        if step is None:
+            return x_hat, None
+        return x_hat, lambda g: block_hadamard(step(block_hadamard(g, block)), block).to(g.dtype)
+
+    if _is_sparse(rep):
+        x_hat, keep = _sparse_project(rep, x, backend)
+        if est.kind == "ste":
+            return x_hat, None
+        if est.kind == "rbbm" and getattr(rep, "nm", None) is None:
+            keep = rbbm_mask(x, keep, est.a)
+        return x_hat, _mask_step(keep)
+
+    grid = getattr(rep, "grid", None)
+    if grid is not None and grid[0] == "int" and _use_triton(backend, x):
+        from raysweep.kernels import int_quant
+
+        x_hat, mask = int_quant(x, grid[1], grid[2], backend="triton")
+    else:
+        x_hat, mask = rep.project(x)
+    if est.kind == "ste" or mask is None:
+        return x_hat, None
+    return x_hat, _mask_step(mask)
+
+
+def _mask_step(mask: torch.Tensor) -> BackStep:
+    return lambda g: g * mask.to(g.dtype)
+
+
+def _sparse_project(rep, x: torch.Tensor, backend: str):
+    """(x_hat, keep mask) of a sparsity part; Triton top-k / N:M where selected."""
+    nm = getattr(rep, "nm", None)
+    if _use_triton(backend, x) and x.dim() >= 1:
+        from raysweep.kernels import nm_mask, topk_mask
+
+        if nm is not None and x.shape[-1] % nm[1] == 0:
+            keep = nm_mask(x, nm[0], nm[1], backend="triton")
+            return x * keep, keep
+        if nm is None and getattr(rep, "per_row", True) and x.shape[-1] >= 8:
+            k = x.shape[-1] - int(round(rep.sparsity * x.shape[-1]))
+            keep = topk_mask(x, k, backend="triton")
+            return x * keep, keep
+    x_hat, mask = rep.project(x)
+    keep = mask if mask is not None else (x_hat != 0) | (x == 0)
+    return x_hat, keep
+
+
+def rbbm_mask(x: torch.Tensor, keep: torch.Tensor, a: float) -> torch.Tensor:
+    """RMSE-banded backward mask ``keep | (|x| < T_a)`` (paper.md §5), per row.
+
+    ``T_k`` is the row's largest pruned magnitude (the top-k threshold),
+    ``T_a = RMS * Phi^-1(0.5 + (1 - a) (Phi(T_k / RMS) - 0.5))``. The endpoints are
+    exact: a = 1 returns ``keep`` (T_a = 0) and a = 0 passes every gradient.
+    """
+    keep = keep.bool()
+    if a >= 1.0:
+        return keep
+    if a <= 0.0:
+        return torch.ones_like(keep)
+    xa = x.float().abs()
+    rms = xa.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(torch.finfo(torch.float32).tiny)
+    t_k = torch.where(keep, torch.zeros_like(xa), xa).amax(-1, keepdim=True)
+    normal = torch.distributions.Normal(0.0, 1.0)
+    p = 0.5 + (1.0 - a) * (normal.cdf(t_k / rms) - 0.5)
+    t_a = rms * normal.icdf(p.clamp(0.5, 1.0 - 1e-7))
+    return keep | (xa < t_a)
+
+
+def project_with_estimator(rep, x: torch.Tensor, est: Estimator, backend: str):
+    """Run every part of ``rep`` on x; return (x_hat, backward steps in forward order)."""
+    steps: list[BackStep] = []
+    for part in _parts(rep):
+        if getattr(part, "is_identity", False):
+            continue
+        kind = est.kind
+        if kind == "auto":
+            kind = "mask" if _is_sparse(part) else "trust"
+        elif kind in ("mask", "rbbm") and not _is_sparse(part):
+            kind = "trust"  # quantizer parts of a composite keep their trust mask
+        x, step = _project_part(part, x, Estimator(kind, est.a), backend)
+        if step is not None:
+            steps.append(step)
+    return x, steps
+
+
+class _Project(torch.autograd.Function):
+    """x -> x_hat, backward: grad multiplied by the estimator's masks (in reverse order)."""
+
+    @staticmethod
+    def forward(ctx, x, rep, est, backend):
+        with torch.no_grad():
+            x_hat, steps = project_with_estimator(rep, x, est, backend)
+        ctx.steps = steps
+        return x_hat.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        for step in reversed(ctx.steps):
+            g = step(g)
+        ctx.steps = None
+        return g, None, None, None
+
+
+def compress(x: torch.Tensor, rep, est: Estimator | str = "auto",
+             backend: str = "auto") -> torch.Tensor:
+    """Differentiable projection of x by ``rep`` with the given estimator."""
+    if isinstance(est, str):
+        est = parse_estimator(est)
+    if getattr(rep, "is_identity", False):
+        return x
+    return _Project.apply(x, rep, est, backend)
+
+
+# --------------------------------------------------------------------------- the layer
+
+
+class CompressedLinear(nn.Linear):
+    """``nn.Linear`` whose weight rows and input tokens are projected on every forward.
+
+    Args:
+        weights, activations: representation specs (``raysweep.formats`` grammar),
+            e.g. ``"int4"``, ``"sparse50"``, ``"2:4"``, ``"sparse50+int4"``, ``"bf16"``.
+        estimator: ``auto`` | ``ste`` | ``trust`` | ``mask`` | ``rbbm:A``.
+        backend: ``auto`` | ``triton`` | ``torch`` (see the module docstring).
+    """
+
+    def __init__(self, in_features: int, out_features: int, weights: str = "bf16",
+                 activations: str = "bf16", estimator: str = "auto", backend: str = "auto",
+                 bias: bool = False, device=None, dtype=None):
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        from raysweep.formats import parse
+
+        self.weights_spec, self.activations_spec = weights, activations
+        self.w_rep, self.a_rep = parse(weights), parse(activations)
+        self.estimator_name = estimator
+        self.estimator = parse_estimator(estimator)
+        self.backend = _check_backend(backend)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, weights: str = "bf16", activations: str = "bf16",
+                    estimator: str = "auto", backend: str = "auto") -> CompressedLinear:
+        """A CompressedLinear sharing ``linear``'s parameters (no copy)."""
+        new = cls(linear.in_features, linear.out_features, weights, activations, estimator,
+                  backend, bias=linear.bias is not None, device="meta")
+        new.weight = linear.weight
+        new.bias = linear.bias
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        if not self.w_rep.is_identity:
+            # Projection numerics in fp32 even under autocast (the master weight is fp32).
+            with torch.autocast(device_type=w.device.type, enabled=False):
+                w = compress(w.float(), self.w_rep, self.estimator, self.backend)
+        if not self.a_rep.is_identity:
+            x = compress(x, self.a_rep, self.estimator, self.backend)
+        return F.linear(x, w, self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"{super().extra_repr()}, weights={self.weights_spec!r}, "
+                f"activations={self.activations_spec!r}, estimator={self.estimator_name!r}, "
+                f"backend={self.backend!r}")
+
+
+def convert_linears(model: nn.Module, weights: str, activations: str,
+                    filter_fn: Callable[[nn.Module, str], bool] | None = None,
+                    **kw) -> nn.Module:
+    """Swap ``nn.Linear`` modules of ``model`` in place for :class:`CompressedLinear`.
+
+    ``filter_fn(module, fqn) -> bool`` picks which layers to swap (all when None);
+    ``kw`` (estimator, backend) go to :meth:`CompressedLinear.from_linear`.
+    Parameters are shared, not copied, so optimizer state built before or after
+    the swap refers to the same tensors. Returns ``model``.
+    """
+    for name, child in list(model.named_modules()):
+        for cname, sub in list(child.named_children()):
+            fqn = f"{name}.{cname}" if name else cname
+            if type(sub) is not nn.Linear:  # leaves CompressedLinear and other subclasses alone
+                continue
+            if filter_fn is not None and not filter_fn(sub, fqn):
+                continue
+            setattr(child, cname, CompressedLinear.from_linear(sub, weights, activations, **kw))
+    return model
