@@ -1,0 +1,258 @@
+"""From a results table to the arrays a scaling law is fitted on.
+
+A row of the results table is one trained model: its size N (``n_params``), its
+training tokens D (``tokens``), its final validation ``loss``, and the
+representation it was trained in. The laws in :mod:`raysweep.fit.laws` see the
+representation only through :class:`Design`:
+
+- ``label``: the key of the row's representation in the ``rho`` output; the
+  ``format`` column when present, else ``"<weights>|<activations>"``;
+- ``parts``: one entry per non-identity *part* of the representation, with its
+  role (weights or activations), capacity family and GMSE. A composite weight
+  spec ``sparse50+int4`` yields two parts, ``sparse`` at GMSE 0.0713 and ``int``
+  at GMSE(int4): the unified law multiplies the capacities of the parts, each
+  taken from its own family's curve (paper §1, composability);
+- per-row ``sparsity`` (for the Frantar law) and ``bits`` per role (for the
+  Kumar law).
+
+Where representations come from, in order of preference: the ``weights`` /
+``activations`` spec columns, parsed by :func:`raysweep.formats.parse` (exact
+per-part GMSE); else the ``gmse_weights`` / ``gmse_activations`` columns with a
+``family`` column (or ``family_weights`` / ``family_activations``); a row with
+GMSE 0 in a role is dense in that role. A table with none of these is all dense.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from raysweep.errors import FitError, RaysweepError
+
+REQUIRED = ("n_params", "tokens", "loss")
+ROLES = ("weights", "activations")
+IDENTITY_SPECS = {"", "bf16", "none", "fp32", "fp16", "dense", "nan"}
+DENSE_BITS = 16.0  # bits per element of the bf16 baseline (Pareto view, Kumar's P)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One non-identity component of a representation, as the fit sees it."""
+
+    role: str  # "weights" | "activations"
+    spec: str  # the part's spec text ("int4"), or "" when only a GMSE is known
+    family: str
+    gmse: float
+    bits: float = math.nan
+    sparsity: float = math.nan
+
+
+@dataclass(frozen=True)
+class Design:
+    """Rows of a table reduced to arrays; rows are in table order after filtering."""
+
+    log_n: np.ndarray
+    log_d: np.ndarray
+    log_loss: np.ndarray
+    labels: tuple[str, ...]
+    row_parts: tuple[tuple[Part, ...], ...]
+    families: tuple[str, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def n(self) -> int:
+        return len(self.log_n)
+
+    @property
+    def dense(self) -> np.ndarray:
+        return np.array([len(p) == 0 for p in self.row_parts], dtype=bool)
+
+    def take(self, idx: np.ndarray) -> Design:
+        """The design restricted to (or resampled at) row indices ``idx``."""
+        idx = np.asarray(idx, dtype=int)
+        return Design(
+            self.log_n[idx], self.log_d[idx], self.log_loss[idx],
+            tuple(self.labels[i] for i in idx), tuple(self.row_parts[i] for i in idx),
+            self.families, self.notes,
+        )
+
+    def part_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Flattened parts: (row index, family index, GMSE, role index)."""
+        fam_index = {f: i for i, f in enumerate(self.families)}
+        rows, fams, gm, roles = [], [], [], []
+        for i, parts in enumerate(self.row_parts):
+            for p in parts:
+                rows.append(i)
+                fams.append(fam_index[p.family])
+                gm.append(p.gmse)
+                roles.append(ROLES.index(p.role))
+        return (np.array(rows, dtype=int), np.array(fams, dtype=int),
+                np.array(gm, dtype=float), np.array(roles, dtype=int))
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a results table (parquet or csv); a missing or unreadable file is a FitError."""
+    path = Path(path)
+    if not path.exists():
+        raise FitError(f"table {str(path)!r} does not exist (expected results.parquet or .csv)")
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix in (".csv", ".txt"):
+        return pd.read_csv(path)
+    raise FitError(f"table {str(path)!r}: unknown suffix {path.suffix!r} (allowed: .parquet, .csv)")
+
+
+def is_identity_spec(spec: object) -> bool:
+    return spec is None or (isinstance(spec, float) and math.isnan(spec)) or \
+        str(spec).strip().lower() in IDENTITY_SPECS
+
+
+@lru_cache(maxsize=512)
+def spec_parts(spec: str, role: str) -> tuple[Part, ...]:
+    """The non-identity parts of one spec, each with family, GMSE, bits and sparsity.
+
+    Uses :func:`raysweep.formats.parse`; a composite exposes ``.parts``. The
+    GMSE of each *part* enters its family's capacity curve, not the GMSE of the
+    composite.
+    """
+    if is_identity_spec(spec):
+        return ()
+    try:
+        from raysweep.formats import parse
+    except ImportError as exc:  # formats not installed / not built yet
+        raise FitError(f"{role} spec {spec!r}: raysweep.formats.parse is unavailable ({exc}); "
+                       "give gmse_weights/gmse_activations and family columns instead") from exc
+    try:
+        rep = parse(spec)
+    except RaysweepError as exc:
+        raise FitError(f"column {role!r}: {exc}") from exc
+    subs = getattr(rep, "parts", None) or (rep,)
+    out = []
+    for sub in subs:
+        if getattr(sub, "is_identity", False):
+            continue
+        sparsity = getattr(sub, "sparsity", None)
+        out.append(Part(role, str(getattr(sub, "spec", spec)), str(sub.family),
+                        float(sub.gmse().value), float(sub.bits_per_element),
+                        math.nan if sparsity is None else float(sparsity)))
+    return tuple(out)
+
+
+def _column_parts(row: pd.Series, role: str) -> tuple[Part, ...]:
+    """Parts of one role from the gmse_<role> and family columns (no spec parsing)."""
+    g = row.get(f"gmse_{role}")
+    if g is None or pd.isna(g) or float(g) <= 0.0:
+        return ()
+    fam = row.get(f"family_{role}", row.get("family"))
+    if fam is None or pd.isna(fam) or str(fam) == "":
+        raise FitError(f"row {row.name}: gmse_{role}={g} needs a 'family' or 'family_{role}' "
+                       "column (or a parseable spec in the "
+                       f"{role!r} column)")
+    bits = row.get(f"bits_{role}", math.nan)
+    spec = row.get(role, "")
+    sparsity = _sparsity_from_text(str(spec)) if fam == "sparse" else math.nan
+    return (Part(role, "" if pd.isna(spec) else str(spec), str(fam), float(g),
+                 float(bits) if bits is not None and not pd.isna(bits) else math.nan,
+                 sparsity),)
+
+
+def _sparsity_from_text(spec: str) -> float:
+    """Sparsity of ``sparse{P}`` / ``{n}:{m}`` spec text; NaN otherwise."""
+    m = re.fullmatch(r"sparse(\d+(?:\.\d+)?)", spec.strip())
+    if m:
+        return float(m.group(1)) / 100.0
+    m = re.fullmatch(r"(\d+):(\d+)", spec.strip())
+    if m:
+        return 1.0 - int(m.group(1)) / int(m.group(2))
+    return math.nan
+
+
+def row_label(row: pd.Series) -> str:
+    """The rho key of a row: ``format`` when present, else ``"<weights>|<activations>"``."""
+    fmt = row.get("format")
+    if fmt is not None and not pd.isna(fmt) and str(fmt) != "":
+        return str(fmt)
+    w, a = row.get("weights"), row.get("activations")
+    if w is None and a is None:
+        return "bf16|bf16"
+    return f"{'bf16' if is_identity_spec(w) else w}|{'bf16' if is_identity_spec(a) else a}"
+
+
+def _row_parts(row: pd.Series, use_specs: bool) -> tuple[Part, ...]:
+    parts: list[Part] = []
+    for role in ROLES:
+        spec = row.get(role)
+        if use_specs and spec is not None and not is_identity_spec(spec):
+            got = _spec_or_columns(row, role, str(spec))
+        else:
+            got = _column_parts(row, role)
+        parts.extend(got)
+    return tuple(parts)
+
+
+def _spec_or_columns(row: pd.Series, role: str, spec: str) -> tuple[Part, ...]:
+    """Parse the spec; fall back to the GMSE columns when formats cannot parse it."""
+    try:
+        return spec_parts(spec, role)
+    except FitError:
+        if f"gmse_{role}" in row.index and ("family" in row.index or f"family_{role}" in row.index):
+            return _column_parts(row, role)
+        raise
+
+
+def check_columns(df: pd.DataFrame) -> None:
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise FitError(f"table is missing required column(s) {missing}; required: {list(REQUIRED)}"
+                       f"; present: {sorted(map(str, df.columns))}")
+
+
+def clean_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Drop rows whose ``status`` is not ``ok``; reject NaN or non-positive numbers."""
+    check_columns(df)
+    notes = []
+    if "status" in df.columns:
+        bad = df["status"].astype(str) != "ok"
+        if bad.any():
+            notes.append(f"{int(bad.sum())} row(s) with status != 'ok' left out")
+            df = df[~bad]
+    for col in REQUIRED:
+        vals = pd.to_numeric(df[col], errors="coerce")
+        bad = ~(vals > 0) | ~np.isfinite(vals)
+        if bad.any():
+            first = df.index[bad.to_numpy()][0]
+            ident = df.loc[first, "run_id"] if "run_id" in df.columns else f"row {first}"
+            raise FitError(f"column {col!r} must be positive and finite: {int(bad.sum())} row(s) "
+                           f"are NaN or <= 0 (first: {ident}, value {df.loc[first, col]!r})")
+    return df, notes
+
+
+def make_design(df: pd.DataFrame, clean: bool = True) -> Design:
+    """Validate a table and reduce it to a :class:`Design`.
+
+    ``clean=False`` keeps every row (for predicting); only the columns are checked.
+    """
+    if clean:
+        df, notes = clean_rows(df)
+    else:
+        check_columns(df)
+        notes = []
+    if len(df) == 0:
+        raise FitError("table has no usable rows (need columns n_params, tokens, loss > 0)")
+    use_specs = any(r in df.columns for r in ROLES)
+    row_parts = tuple(_row_parts(row, use_specs) for _, row in df.iterrows())
+    labels = tuple(row_label(row) for _, row in df.iterrows())
+    families = tuple(sorted({p.family for parts in row_parts for p in parts}))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        logs = [np.log(pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float))
+                for c in REQUIRED]
+    return Design(
+        *logs,
+        labels, row_parts, families, tuple(notes),
+    )
