@@ -7,7 +7,6 @@ program instance costs milliseconds.
 
 import pytest
 import torch
-
 from raysweep.kernels import int_quant, masked_grad, nm_mask, topk_mask
 from raysweep.kernels.reference import int_quant_ref, rms_scale
 
