@@ -1,0 +1,176 @@
+"""The driver side of a sweep: record each finished trial, show progress, export metrics.
+
+:class:`SweepCallback` is a Ray Tune callback running in the driver process. On
+a trial's final result (the one carrying ``row_json``) it appends the row to the
+run registry (durable), then to the results table (atomic snapshot), updates
+the progress line and the Ray metrics. A trial that errors after its retries is
+recorded as ``failed`` (re-run by the next ``raysweep run``).
+
+The progress line (stderr, at most every ``every_s`` seconds and at the end)::
+
+    [quickstart] 12/48 done, 2 running, 0 failed | 1m20s elapsed, ETA 3m10s
+
+The ETA weighs trials by FLOPs (6ND): elapsed / finished FLOPs * remaining
+FLOPs, since trials of one study differ in cost by 10x or more.
+
+Metrics (``ray.util.metrics``, shown on the Ray dashboard's metrics view when
+Prometheus/Grafana are set up, see docs/cluster.md): counters
+``raysweep_trials_finished`` and ``raysweep_trials_failed``, gauge
+``raysweep_tokens_per_s`` (aggregate training tokens/s over the last minute)
+and counter ``raysweep_device_hours`` (trial wall time x its GPU share, or x its
+CPUs on a CPU-only trial), all tagged with the study name.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import deque
+
+from ray import tune
+
+from raysweep.registry import DONE, Registry, TableWriter
+
+
+def fmt_s(s: float) -> str:
+    s = int(max(0, s))
+    if s >= 3600:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+class _Metrics:
+    """Ray metrics, created lazily; a no-op if the metrics agent is unavailable."""
+
+    def __init__(self, study: str):
+        self.tags = {"study": study}
+        try:
+            from ray.util import metrics as m
+
+            keys = ("study",)
+            self.finished = m.Counter("raysweep_trials_finished", "trials finished", keys)
+            self.failed = m.Counter("raysweep_trials_failed", "trials failed", keys)
+            self.tps = m.Gauge("raysweep_tokens_per_s", "aggregate training tokens/s", keys)
+            self.hours = m.Counter("raysweep_device_hours", "device-hours spent", keys)
+            self.ok = True
+        except Exception:  # noqa: BLE001 - metrics are best effort
+            self.ok = False
+
+    def record(self, finished: int = 0, failed: int = 0, hours: float = 0.0,
+               tps: float | None = None) -> None:
+        if not self.ok:
+            return
+        try:
+            if finished:
+                self.finished.inc(finished, tags=self.tags)
+            if failed:
+                self.failed.inc(failed, tags=self.tags)
+            if hours > 0:
+                self.hours.inc(hours, tags=self.tags)
+            if tps is not None:
+                self.tps.set(tps, tags=self.tags)
+        except Exception:  # noqa: BLE001
+            self.ok = False
+
+
+class SweepCallback(tune.Callback):
+    """Records finished trials exactly once and prints a readable progress line."""
+
+    def __init__(self, study: str, study_dir, n_total: int, n_done: int, flops_by_id: dict,
+                 share: float, every_s: float = 5.0, stream=None, table_interval_s: float = 1.0):
+        self.study, self.n_total, self.share = study, n_total, share
+        self.registry = Registry(study_dir)
+        self.table = TableWriter(study_dir, self.registry.done_rows(), table_interval_s)
+        self.flops_by_id = flops_by_id
+        self.n_done0 = n_done
+        self.finished = self.failed = 0
+        self.running: set[str] = set()
+        self.flops_done = 0.0
+        self.flops_left = float(sum(flops_by_id.values()))
+        self.t0 = time.monotonic()
+        self.every_s, self._last_print = every_s, 0.0
+        self.stream = stream or sys.stderr
+        self.metrics = _Metrics(study)
+        self._tokens = deque()  # (time, tokens) of recent finishes, for tokens/s
+
+    # -- Tune hooks
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running.add(trial.trial_id)
+        self._maybe_print()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if "row_json" not in result:
+            return
+        row = json.loads(result["row_json"])
+        self._finish(row)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.running.discard(trial.trial_id)
+        self._maybe_print()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.running.discard(trial.trial_id)
+        rid = trial.config.get("run_id", "?")
+        self.registry.append(rid, "failed", error=_error_text(trial))
+        self.failed += 1
+        self.flops_left -= self.flops_by_id.get(rid, 0.0)
+        self.metrics.record(failed=1)
+        self._maybe_print(force=True)
+
+    def on_experiment_end(self, trials, **info):
+        self.close()
+
+    # -- bookkeeping
+    def _finish(self, row: dict) -> None:
+        rid = row["run_id"]
+        status = row.get("status") or "ok"
+        if rid in self.table.rows:  # already recorded (resume, or a duplicate report)
+            return
+        self.registry.append(rid, status if status in DONE else "ok", row)
+        self.table.add(rid, row)
+        self.finished += 1
+        f = self.flops_by_id.get(rid, 0.0)
+        self.flops_done += f
+        self.flops_left -= f
+        wall = float(row.get("wall_s") or 0.0)
+        now = time.monotonic()
+        self._tokens.append((now, float(row.get("tokens") or 0)))
+        while self._tokens and now - self._tokens[0][0] > 60:
+            self._tokens.popleft()
+        span = max(now - self._tokens[0][0], now - self.t0, 1e-9) if self._tokens else 1.0
+        tps = sum(t for _, t in self._tokens) / min(span, 60.0)
+        self.metrics.record(finished=1, hours=wall * self.share / 3600.0, tps=tps)
+        self._maybe_print()
+
+    def line(self) -> str:
+        done = self.n_done0 + self.finished
+        el = time.monotonic() - self.t0
+        eta = "?"
+        if self.flops_done > 0 and self.flops_left > 0:
+            eta = fmt_s(el / self.flops_done * self.flops_left)
+        elif self.flops_left <= 0:
+            eta = "0s"
+        return (f"[{self.study}] {done}/{self.n_total} done, {len(self.running)} running, "
+                f"{self.failed} failed | {fmt_s(el)} elapsed, ETA {eta}")
+
+    def _maybe_print(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_print >= self.every_s:
+            self._last_print = now
+            print(self.line(), file=self.stream, flush=True)
+
+    def close(self) -> None:
+        self.table.flush()
+        self.running.clear()
+        self._maybe_print(force=True)
+
+
+def _error_text(trial) -> str:
+    try:
+        err = trial.get_error()
+        text = str(err) if err is not None else ""
+    except Exception:  # noqa: BLE001
+        text = ""
+    text = " ".join(text.split())
+    return text[-500:] or "trial failed (see the Ray Tune trial log)"

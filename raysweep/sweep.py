@@ -1,0 +1,344 @@
+"""``raysweep plan | run | status``: a study's trials on Ray Tune, idempotently.
+
+``run`` in Ray Tune's plainest form: a function trainable
+(:func:`raysweep.backends.trainable`) wrapped in ``tune.with_resources``, a
+``Tuner`` whose ``Searcher`` hands out the study's pending trials
+(:class:`PoolSearcher` for the grid: biggest first, which shortens the
+makespan; ``raysweep.active.make_searcher`` for ``search.strategy: active``),
+``reuse_actors=True`` (small trials are ~4x faster), retries through
+``FailureConfig(max_failures=study.retries)``, and an absolute
+``storage_path`` under ``OUT/<study>/ray/``.
+
+Idempotence: the registry (:mod:`raysweep.registry`) records every finished
+trial by run id (a hash of its resolved config). A run first reads it and hands
+Tune only the trials that are not done; a trial that failed is tried again.
+Ray Tune's own experiment restore is not used: the registry is simpler, works
+when the driver was killed with SIGKILL, and survives a changed study (new
+trials are added, finished ones kept).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from raysweep.errors import RaysweepError, StudyError
+from raysweep.planning import device_hours, trial_gpu
+from raysweep.registry import DONE, Registry, write_table
+from raysweep.study import Study, expand, load_study
+
+# Tune settings that cut per-trial overhead (measured in bench/sweep.py, docs/benchmarks.md):
+# no per-trial JSON/CSV/TensorBoard loggers, rare experiment-state snapshots (the registry
+# is our source of truth), the classic (silent at verbose=0) output engine.
+TUNE_ENV = {
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "TUNE_GLOBAL_CHECKPOINT_S": "600",
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "1e9",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+
+
+def study_dir(out: str | Path, study: Study) -> Path:
+    return Path(out).resolve() / study.name
+
+
+# ---------------------------------------------------------------- plan
+
+
+def plan_rows(study: Study, out: str | Path | None = None) -> list[dict]:
+    """The trial table: labels, FLOPs, estimated device-hours, GPU share, done or not."""
+    done = Registry(study_dir(out, study)).done_rows() if out else {}
+    rows = []
+    for t in expand(study):
+        rows.append({
+            "run_id": t["run_id"], "format": t["format"], "weights": t["weights"],
+            "activations": t["activations"], "size": t["size"], "n_params": t["n_params"],
+            "tokens": t["tokens"], "tokens_per_param": t["tokens_per_param"], "seed": t["seed"],
+            "flops": 6.0 * t["n_params"] * t["tokens"],
+            "gpu": trial_gpu(study.resources.gpu, t["n_params"]),
+            "device_hours": device_hours(t["n_params"], t["tokens"], t["weights"],
+                                         t["activations"], study.resources.gpu,
+                                         study.resources.cpu),
+            "done": t["run_id"] in done,
+        })
+    return rows
+
+
+def plan_summary(study: Study, rows: list[dict]) -> dict:
+    gpu = any(r["gpu"] > 0 for r in rows)
+    return {
+        "study": study.name, "backend": study.backend, "strategy": study.strategy,
+        "n_trials": len(rows), "n_done": sum(r["done"] for r in rows),
+        "total_flops": sum(r["flops"] for r in rows),
+        "device_hours": sum(r["device_hours"] for r in rows),
+        "device": "gpu" if gpu else "cpu",
+        "remaining_device_hours": sum(r["device_hours"] for r in rows if not r["done"]),
+        "trials": rows,
+    }
+
+
+def cmd_plan(args) -> int:
+    study = load_study(args.study)
+    summary = plan_summary(study, plan_rows(study, getattr(args, "out", None)))
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    unit = "GPU-hours" if summary["device"] == "gpu" else "CPU-core-hours"
+    print(f"study {study.name}: {summary['n_trials']} trials ({summary['n_done']} done), "
+          f"backend {study.backend}, search {study.strategy}")
+    hdr = f"{'run_id':16}  {'format':22} {'size':>6} {'N':>11} {'tokens':>13} {'seed':>4} " \
+          f"{'FLOPs':>9} {'hours':>8}  done"
+    print(hdr)
+    for r in summary["trials"]:
+        print(f"{r['run_id']:16}  {r['format'][:22]:22} {r['size']:>6} {r['n_params']:>11,} "
+              f"{r['tokens']:>13,} {r['seed']:>4} {r['flops']:>9.2e} {r['device_hours']:>8.3f}  "
+              f"{'yes' if r['done'] else ''}")
+    print(f"total: {summary['total_flops']:.3e} FLOPs (6ND), about "
+          f"{summary['device_hours']:.2f} {unit} "
+          f"({summary['remaining_device_hours']:.2f} remaining); "
+          "throughput model: docs/sweep.md")
+    return 0
+
+
+# ---------------------------------------------------------------- run
+
+
+def _pool_searcher_cls():
+    from ray.tune.search import Searcher
+
+    class PoolSearcher(Searcher):
+        """Hands out a fixed list of trial configs, in order, then says FINISHED.
+
+        A failed trial is not re-proposed within the run (Tune's FailureConfig
+        already retried it); the registry marks it and the next run retries it.
+        """
+
+        def __init__(self, configs: list[dict]):
+            super().__init__(metric="loss", mode="min")
+            self.configs, self.next = list(configs), 0
+
+        def suggest(self, trial_id: str):
+            if self.next >= len(self.configs):
+                return Searcher.FINISHED
+            self.next += 1
+            return self.configs[self.next - 1]
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            pass
+
+        def save(self, checkpoint_path: str) -> None:  # the registry holds the state
+            pass
+
+        def restore(self, checkpoint_path: str) -> None:
+            pass
+
+    return PoolSearcher
+
+
+def _searcher(study: Study, pool: list[dict], pending: list[dict], out_dir: Path):
+    if study.strategy == "active":
+        from raysweep.active import make_searcher
+
+        return make_searcher(study, pool, str(out_dir))
+    # biggest first (LPT scheduling): the long trials do not end up alone at the end
+    ordered = sorted(pending, key=lambda t: -t["n_params"] * t["tokens"])
+    return _pool_searcher_cls()(ordered)
+
+
+def init_ray(address: str | None = None, dashboard: bool = False, num_cpus: int | None = None):
+    """Start a local Ray (or join ``address``); returns True if this call started it."""
+    for k, v in TUNE_ENV.items():
+        os.environ.setdefault(k, v)
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kw = {"log_to_driver": False, "include_dashboard": bool(dashboard),
+          "configure_logging": True, "logging_level": "ERROR"}
+    if dashboard:
+        kw["dashboard_host"] = "127.0.0.1"
+    if address:
+        ray.init(address=address, **kw)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kw)
+    if dashboard:
+        ctx = ray.get_runtime_context()
+        url = getattr(ray, "_private", None) and ray._private.worker.get_dashboard_url()
+        print(f"raysweep: Ray dashboard at http://{url or '127.0.0.1:8265'} "
+              f"(node {ctx.get_node_id()[:8]})", file=sys.stderr)
+    return True
+
+
+def run_study(study: Study, out: str | Path = "runs", max_concurrent: int | None = None,
+              local: bool = True, progress_every_s: float = 5.0, stream=None) -> dict:
+    """Run the study's pending trials on the current Ray session; returns a summary dict."""
+    for k, v in TUNE_ENV.items():
+        os.environ.setdefault(k, v)
+    import ray
+    from ray import tune
+
+    from raysweep.backends import trainable
+    from raysweep.progress import SweepCallback
+
+    sdir = study_dir(out, study)
+    sdir.mkdir(parents=True, exist_ok=True)
+    _save_study(study, sdir)
+    registry = Registry(sdir)
+    done = registry.done_rows()
+    write_table(sdir, list(done.values()))  # catch up after a killed driver
+    pool = expand(study)
+    for t in pool:
+        if study.backend == "train":
+            t["checkpoint_dir"] = str(sdir / "checkpoints" / t["run_id"])
+        t["threads"] = max(1, int(study.resources.cpu))
+    pending = [t for t in pool if t["run_id"] not in done]
+    summary = {"study": study.name, "dir": str(sdir), "n_trials": len(pool),
+               "already_done": len(pool) - len(pending)}
+    if not pending:
+        print(f"[{study.name}] all {len(pool)} trials already done", file=stream or sys.stderr)
+        return {**summary, "finished": 0, "failed": 0}
+    gpu = max(trial_gpu(study.resources.gpu, t["n_params"]) for t in pending)
+    if local and gpu > 0 and ray.cluster_resources().get("GPU", 0) < min(gpu, 1.0):
+        raise StudyError(f"{study.path}: resources.gpu: trials ask for {gpu} GPU but this Ray "
+                         "has none (they would wait forever); allowed: gpu: 0 here, or run "
+                         "with --address on a GPU cluster")
+
+    def resources(cfg):
+        return {"cpu": study.resources.cpu,
+                "gpu": trial_gpu(study.resources.gpu, cfg["n_params"])}
+
+    fn = trainable
+    if study.strategy == "active" and done:
+        fn = tune.with_parameters(trainable, done_rows=done)
+    flops = {t["run_id"]: 6.0 * t["n_params"] * t["tokens"] for t in pending}
+    share = gpu if gpu > 0 else study.resources.cpu
+    cb = SweepCallback(study.name, sdir, len(pool), len(done), flops, share,
+                       every_s=progress_every_s, stream=stream)
+    tuner = tune.Tuner(
+        tune.with_resources(fn, resources),
+        tune_config=tune.TuneConfig(
+            search_alg=_searcher(study, pool, pending, sdir),
+            num_samples=len(pool) if study.strategy == "active" else len(pending),
+            max_concurrent_trials=max_concurrent, reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+            storage_path=str(sdir / "ray"), verbose=0, callbacks=[cb],
+            failure_config=tune.FailureConfig(max_failures=study.retries),
+            checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=0)),
+    )
+    t0 = time.monotonic()
+    try:
+        tuner.fit()
+    finally:
+        cb.close()
+    return {**summary, "finished": cb.finished, "failed": cb.failed,
+            "wall_s": time.monotonic() - t0}
+
+
+def _save_study(study: Study, sdir: Path) -> None:
+    import yaml
+
+    from raysweep.registry import atomic_write_text
+
+    atomic_write_text(sdir / "study.yaml", yaml.safe_dump(study.to_dict(), sort_keys=False))
+
+
+def cmd_run(args) -> int:
+    studies = [load_study(p) for p in args.studies]  # all validated before anything starts
+    names = [s.name for s in studies]
+    if len(set(names)) != len(names):
+        raise StudyError(f"run: two studies share the name {names}; allowed: distinct names")
+    started = init_ray(args.address, args.dashboard)
+    import ray
+
+    failed = 0
+    try:
+        for study in studies:
+            s = run_study(study, args.out, args.max_concurrent, local=args.address is None)
+            failed += s.get("failed", 0)
+            if not getattr(args, "no_report", False):
+                _report(Path(s["dir"]))
+            print(f"[{study.name}] results in {s['dir']}", file=sys.stderr)
+    finally:
+        if started:
+            ray.shutdown()
+    return 1 if failed else 0
+
+
+def _report(sdir: Path) -> None:
+    """The fit and report; a failure is a warning (the finished sweep is never lost)."""
+    try:
+        from raysweep.report import make_report
+
+        make_report(str(sdir), bootstrap=50)
+        print(f"[{sdir.name}] report: {sdir / 'report.md'}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - anything the fit/report raises
+        msg = " ".join(str(exc).split())[:300]
+        warnings.warn(f"report for {sdir} failed ({type(exc).__name__}: {msg}); the results "
+                      f"are safe; retry with `raysweep report {sdir}`", stacklevel=1)
+
+
+# ---------------------------------------------------------------- status
+
+
+def status_summary(study: Study, out: str | Path) -> dict:
+    """Progress from the registry and the table alone (no Ray)."""
+    sdir = study_dir(out, study)
+    state = Registry(sdir).state()
+    pool = expand(study)
+    ids = {t["run_id"] for t in pool}
+    counts = {"ok": 0, "diverged": 0, "failed": 0, "pending": 0}
+    by_format: dict[str, dict] = {}
+    hours = 0.0
+    for t in pool:
+        rec = state.get(t["run_id"])
+        st = rec["status"] if rec else "pending"
+        st = st if st in counts else "failed"
+        counts[st] += 1
+        f = by_format.setdefault(t["format"], {"total": 0, "done": 0, "failed": 0})
+        f["total"] += 1
+        f["done"] += st in DONE
+        f["failed"] += st == "failed"
+        if rec and rec.get("row"):
+            hours += float(rec["row"].get("wall_s") or 0.0) / 3600.0
+    table = sdir / "results.csv"
+    n_table = None
+    if table.exists():
+        with open(table, encoding="utf-8") as fh:
+            n_table = max(0, sum(1 for _ in fh) - 1)
+    return {
+        "study": study.name, "dir": str(sdir), "n_trials": len(pool),
+        "done": counts["ok"] + counts["diverged"], "diverged": counts["diverged"],
+        "failed": counts["failed"], "pending": counts["pending"],
+        "extra_in_registry": len(set(state) - ids), "rows_in_table": n_table,
+        "wall_hours": hours, "by_format": by_format,
+    }
+
+
+def cmd_status(args) -> int:
+    target = Path(args.study)
+    out = args.out
+    if target.is_dir():  # an output directory: read its resolved study
+        if not (target / "study.yaml").exists():
+            raise RaysweepError(f"status: {target} has no study.yaml; allowed: a study YAML "
+                                "or a study output directory")
+        study, out = load_study(target / "study.yaml"), str(target.resolve().parent)
+    else:
+        study = load_study(target)
+    s = status_summary(study, out)
+    if args.json:
+        print(json.dumps(s, indent=1))
+        return 0
+    print(f"study {s['study']} ({s['dir']}): {s['done']}/{s['n_trials']} done "
+          f"({s['diverged']} diverged), {s['failed']} failed, {s['pending']} pending; "
+          f"{s['rows_in_table'] if s['rows_in_table'] is not None else 0} rows in the table; "
+          f"{s['wall_hours']:.3f} trial-hours")
+    for fmt, f in s["by_format"].items():
+        print(f"  {fmt:28} {f['done']:>4}/{f['total']:<4} done  {f['failed']} failed")
+    return 0
