@@ -94,6 +94,16 @@ class SweepCallback(tune.Callback):
         self.metrics = _Metrics(study)
         self._tokens = deque()  # (time, tokens) of recent finishes, for tokens/s
 
+    def __getstate__(self):  # Tune snapshots callbacks: leave out the stream and metrics
+        d = dict(self.__dict__)
+        d["stream"], d["metrics"] = None, None
+        return d
+
+    def __setstate__(self, d):
+        self.__dict__.update(d)
+        self.stream = self.stream or sys.stderr
+        self.metrics = self.metrics or _Metrics(self.study)
+
     # -- Tune hooks
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running.add(trial.trial_id)
