@@ -171,7 +171,7 @@ def _project_part(rep, x: torch.Tensor, est: Estimator, backend: str):
             return x_hat, None
         if est.kind == "rbbm" and getattr(rep, "nm", None) is None:
             keep = rbbm_mask(x, keep, est.a)
-        return x_hat, _mask_step(keep)
+        return x_hat, _mask_step(keep, backend)
 
     grid = getattr(rep, "grid", None)
     if grid is not None and grid[0] == "int" and _use_triton(backend, x):
@@ -182,11 +182,16 @@ def _project_part(rep, x: torch.Tensor, est: Estimator, backend: str):
         x_hat, mask = rep.project(x)
     if est.kind == "ste" or mask is None:
         return x_hat, None
-    return x_hat, _mask_step(mask)
+    return x_hat, _mask_step(mask, backend)
 
 
-def _mask_step(mask: torch.Tensor) -> BackStep:
-    return lambda g: g * mask.to(g.dtype)
+def _mask_step(mask: torch.Tensor, backend: str = "torch") -> BackStep:
+    """Backward step ``g -> g * mask`` (one fused pass with the Triton backend)."""
+    if _use_triton(backend, mask):
+        from raysweep.kernels import masked_grad
+
+        return lambda g: masked_grad(g, mask, backend="triton")
+    return lambda g: torch.where(mask.bool(), g, torch.zeros((), dtype=g.dtype, device=g.device))
 
 
 def _sparse_project(rep, x: torch.Tensor, backend: str):

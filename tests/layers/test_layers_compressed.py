@@ -185,11 +185,12 @@ def test_composite_chains_masks():
 
 
 def test_triton_backend_matches_torch_backend():
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(2)
-    x = torch.randn(3, 2, 64)
-    for spec in ("int4", "2:4", "sparse50"):
-        a = _linear(spec, spec, backend="torch", d_in=64, d_out=16)
-        b = _linear(spec, spec, backend="triton", d_in=64, d_out=16)
+    x = torch.randn(3, 2, 64, device=dev)
+    for spec in ("int4", "2:4", "sparse50", "sparse50+int4"):
+        a = _linear(spec, spec, backend="torch", d_in=64, d_out=16).to(dev)
+        b = _linear(spec, spec, backend="triton", d_in=64, d_out=16).to(dev)
         xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
         ya, yb = a(xa), b(xb)
         assert torch.equal(ya, yb), spec
