@@ -1,0 +1,244 @@
+"""Training throughput benchmarks; prints one JSON object on its last line.
+
+CPU (always, unless ``--gpu-only``):
+
+- ``trainable_vs_plain``: tokens/s of :func:`raysweep.train.train` on a dense
+  tiny model over tokens/s of a plain PyTorch loop (same model, same batches,
+  AdamW + clipping, no evals, no framework) -- the cost of the trainable.
+- ``w4a4_vs_dense``: step time (forward, backward, AdamW) of the same tiny model
+  with every block linear a W4A4 ``CompressedLinear`` over the dense step time.
+
+GPU (when CUDA is present), per ``d_model`` in (1024, 2048), T = 16384 tokens,
+one square linear layer, forward + backward (grads of x and W), bf16 autocast
+with fp32 master weights (the training setup); medians of
+``triton.testing.do_bench``:
+
+- ``gpu_w4a4_vs_dense_bf16``: W4A4 CompressedLinear (Triton) / dense.
+- ``gpu_triton_vs_torch``: W4A4 CompressedLinear, torch backend / Triton backend
+  (the speed-up of the kernels).
+- ``gpu_compile_vs_triton``: a functional torch reference of the same fake-quant
+  linear under ``torch.compile`` / the Triton layer (> 1: Triton is faster).
+- ``gpu_ms``: every time in milliseconds.
+
+Usage: ``python bench/train.py [--gpu-only] [--cpu-only] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+CPU_SIZE = (2, 128)          # n_layers x d_model of the CPU tiny model
+CPU_BATCH = (8, 128)         # batch x seq
+
+
+def _median_time(fn, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+# --------------------------------------------------------------------------- CPU
+
+
+def _tiny_model(weights: str = "bf16", activations: str = "bf16"):
+    from raysweep.model import GPT, is_compressible
+
+    torch.manual_seed(0)
+    n_layers, d = CPU_SIZE
+    model = GPT(n_layers, d, max(1, d // 32), 256)
+    if weights != "bf16" or activations != "bf16":
+        from raysweep.layers import convert_linears
+
+        convert_linears(model, weights, activations, filter_fn=is_compressible)
+    return model
+
+
+def _step_fn(model):
+    """One training step (forward, backward, clip, AdamW) on fixed random tokens."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95))
+    bsz, seq = CPU_BATCH
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (bsz, seq), generator=g)
+    y = torch.randint(0, 256, (bsz, seq), generator=g)
+
+    def step():
+        loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def w4a4_vs_dense(repeats: int) -> dict:
+    """Median step time of the tiny model, W4A4 over dense, interleaved rounds."""
+    dense, w4a4 = _step_fn(_tiny_model()), _step_fn(_tiny_model("int4", "int4"))
+    t_d, t_q = [], []
+    for _ in range(3):  # interleave so drift on a shared machine hits both
+        t_d.append(_median_time(dense, repeats))
+        t_q.append(_median_time(w4a4, repeats))
+    d, q = min(t_d), min(t_q)
+    return {"w4a4_vs_dense": q / d, "cpu_dense_step_ms": 1e3 * d, "cpu_w4a4_step_ms": 1e3 * q,
+            "cpu_model": f"{CPU_SIZE[0]}x{CPU_SIZE[1]}", "cpu_batch": list(CPU_BATCH)}
+
+
+def _plain_tokens_per_s(steps: int) -> float:
+    """A plain loop over the same model and batches as raysweep.train (no evals)."""
+    from raysweep.data import load_corpus, train_batch
+
+    corpus = load_corpus("stdlib")
+    model = _tiny_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
+    bsz, seq = CPU_BATCH
+    for step in range(2):  # warm-up like the trainable's first steps
+        x, y = train_batch(corpus, step, 0, bsz, seq)
+        model(x, y).backward()
+        opt.zero_grad(set_to_none=True)
+    t0 = time.perf_counter()
+    for step in range(steps):
+        x, y = train_batch(corpus, step, 0, bsz, seq)
+        loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return steps * bsz * seq / (time.perf_counter() - t0)
+
+
+def trainable_vs_plain(steps: int) -> dict:
+    try:
+        from raysweep.train import train
+    except ImportError as e:  # pragma: no cover - depends on the training module
+        return {"trainable_vs_plain": None, "trainable_vs_plain_reason": f"no train(): {e}"}
+    bsz, seq = CPU_BATCH
+    cfg = {"size": f"{CPU_SIZE[0]}x{CPU_SIZE[1]}", "tokens": steps * bsz * seq,
+           "batch_size": bsz, "seq_len": seq, "device": "cpu", "threads": torch.get_num_threads(),
+           "eval_every": steps, "eval_batches": 1, "final_eval_batches": 1}
+    ours, plain = [], []
+    for _ in range(2):
+        ours.append(train(cfg)["tokens_per_s"])
+        plain.append(_plain_tokens_per_s(steps))
+    return {"trainable_vs_plain": max(ours) / max(plain), "cpu_trainable_tokens_per_s": max(ours),
+            "cpu_plain_tokens_per_s": max(plain)}
+
+
+# --------------------------------------------------------------------------- GPU
+
+
+class _QuestRef(torch.autograd.Function):
+    """Functional torch reference: W4A4 fake-quant linear with QuEST trust masks."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        from raysweep.kernels.reference import int_quant_ref
+
+        xq, mx = int_quant_ref(x, 4, 2.51393)
+        wq, mw = int_quant_ref(w, 4, 2.51393)
+        ctx.save_for_backward(xq, wq, mx, mw)
+        return xq @ wq.to(xq.dtype).t()
+
+    @staticmethod
+    def backward(ctx, g):
+        xq, wq, mx, mw = ctx.saved_tensors
+        gx = (g @ wq.to(g.dtype)) * mx
+        gw = (g.reshape(-1, g.shape[-1]).t() @ xq.reshape(-1, xq.shape[-1])).float() * mw
+        return gx, gw
+
+
+def _gpu_case(d: int, tokens: int, quick: bool) -> dict:
+    import triton
+
+    from raysweep.layers import CompressedLinear
+
+    dev = "cuda"
+    x0 = torch.randn(tokens, d, device=dev, dtype=torch.bfloat16)
+    g = torch.randn(tokens, d, device=dev, dtype=torch.bfloat16)
+    torch.manual_seed(0)
+    dense = torch.nn.Linear(d, d, bias=False, device=dev)
+    dense_bf16 = torch.nn.Linear(d, d, bias=False, device=dev, dtype=torch.bfloat16)
+    tri = CompressedLinear.from_linear(dense, "int4", "int4", backend="triton")
+    ref = CompressedLinear.from_linear(dense, "int4", "int4", backend="torch")
+    w = dense.weight
+    compiled = torch.compile(lambda x, w: _QuestRef.apply(x, w))
+
+    def run(f, autocast=True):
+        def step():
+            x = x0.detach().requires_grad_()
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                y = f(x)
+            y.backward(g)
+        return step
+
+    cases = {
+        "dense_autocast": run(dense),
+        "dense_bf16": run(dense_bf16, autocast=False),
+        "w4a4_triton": run(tri),
+        "w4a4_torch": run(ref),
+        "w4a4_ref_eager": run(lambda x: _QuestRef.apply(x, w), autocast=False),
+        "w4a4_ref_compile": run(lambda x: compiled(x, w), autocast=False),
+    }
+    rep = 50 if quick else 200
+    out = {}
+    for name, fn in cases.items():
+        try:
+            fn()
+            torch.cuda.synchronize()
+            out[name] = triton.testing.do_bench(fn, warmup=25, rep=rep, return_mode="median",
+                                                grad_to_none=[dense.weight, dense_bf16.weight])
+        except Exception as e:  # report and go on: one failing variant must not hide the rest
+            out[name] = None
+            print(f"gpu case {name} d={d} failed: {type(e).__name__}: {e}", file=sys.stderr)
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        out["triton_equals_torch_forward"] = bool(torch.equal(tri(x0), ref(x0)))
+    return out
+
+
+def gpu(quick: bool) -> dict:
+    tokens = 16384
+    times, w4, vs_torch, vs_compile = {}, {}, {}, {}
+    for d in (1024, 2048):
+        t = _gpu_case(d, tokens, quick)
+        times[str(d)] = t
+        base = t["dense_autocast"]
+        if t["w4a4_triton"] and base:
+            w4[str(d)] = t["w4a4_triton"] / base
+        if t["w4a4_triton"] and t["w4a4_torch"]:
+            vs_torch[str(d)] = t["w4a4_torch"] / t["w4a4_triton"]
+        if t["w4a4_triton"] and t["w4a4_ref_compile"]:
+            vs_compile[str(d)] = t["w4a4_ref_compile"] / t["w4a4_triton"]
+    return {"gpu_w4a4_vs_dense_bf16": w4, "gpu_triton_vs_torch": vs_torch,
+            "gpu_compile_vs_triton": vs_compile, "gpu_ms": times, "gpu_tokens": tokens,
+            "gpu_device": torch.cuda.get_device_name()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--gpu-only", action="store_true")
+    p.add_argument("--cpu-only", action="store_true")
+    p.add_argument("--quick", action="store_true", help="fewer repeats")
+    args = p.parse_args(argv)
+    result: dict = {}
+    if not args.gpu_only:
+        steps = 10 if args.quick else 30
+        result.update(trainable_vs_plain(steps))
+        result.update(w4a4_vs_dense(5 if args.quick else 10))
+    if not args.cpu_only and torch.cuda.is_available():
+        result.update(gpu(args.quick))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
