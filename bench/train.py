@@ -18,6 +18,10 @@ with fp32 master weights (the training setup); medians of
   (the speed-up of the kernels).
 - ``gpu_compile_vs_triton``: a functional torch reference of the same fake-quant
   linear under ``torch.compile`` / the Triton layer (> 1: Triton is faster).
+- ``gpu_fp8_w4a4_vs_dense_bf16``: the Triton layer with ``fp8_forward=True``
+  (forward GEMM on float8 codes) / dense.
+- ``gpu_w4a4_vs_pure_bf16_weights``: Triton layer / a dense layer holding bf16
+  weights (no per-step weight cast: a stricter baseline than autocast).
 - ``gpu_ms``: every time in milliseconds.
 
 Usage: ``python bench/train.py [--gpu-only] [--cpu-only] [--quick]``.
@@ -170,6 +174,7 @@ def _gpu_case(d: int, tokens: int, quick: bool) -> dict:
     dense_bf16 = torch.nn.Linear(d, d, bias=False, device=dev, dtype=torch.bfloat16)
     tri = CompressedLinear.from_linear(dense, "int4", "int4", backend="triton")
     ref = CompressedLinear.from_linear(dense, "int4", "int4", backend="torch")
+    fp8 = CompressedLinear.from_linear(dense, "int4", "int4", backend="triton", fp8_forward=True)
     w = dense.weight
     compiled = torch.compile(lambda x, w: _QuestRef.apply(x, w))
 
@@ -185,6 +190,7 @@ def _gpu_case(d: int, tokens: int, quick: bool) -> dict:
         "dense_autocast": run(dense),
         "dense_bf16": run(dense_bf16, autocast=False),
         "w4a4_triton": run(tri),
+        "w4a4_triton_fp8": run(fp8),
         "w4a4_torch": run(ref),
         "w4a4_ref_eager": run(lambda x: _QuestRef.apply(x, w), autocast=False),
         "w4a4_ref_compile": run(lambda x: compiled(x, w), autocast=False),
@@ -201,25 +207,32 @@ def _gpu_case(d: int, tokens: int, quick: bool) -> dict:
             out[name] = None
             print(f"gpu case {name} d={d} failed: {type(e).__name__}: {e}", file=sys.stderr)
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-        out["triton_equals_torch_forward"] = bool(torch.equal(tri(x0), ref(x0)))
+        y_t, y_r, y_8 = tri(x0), ref(x0), fp8(x0)
+        out["triton_equals_torch_forward"] = bool(torch.equal(y_t, y_r))
+        out["fp8_rel_err_vs_bf16_path"] = float((y_8 - y_t).float().norm() / y_t.float().norm())
     return out
 
 
 def gpu(quick: bool) -> dict:
     tokens = 16384
-    times, w4, vs_torch, vs_compile = {}, {}, {}, {}
+    times, w4, vs_torch, vs_compile, w4_fp8, w4_pure = {}, {}, {}, {}, {}, {}
     for d in (1024, 2048):
         t = _gpu_case(d, tokens, quick)
         times[str(d)] = t
         base = t["dense_autocast"]
         if t["w4a4_triton"] and base:
             w4[str(d)] = t["w4a4_triton"] / base
+        if t["w4a4_triton_fp8"] and base:
+            w4_fp8[str(d)] = t["w4a4_triton_fp8"] / base
+        if t["w4a4_triton"] and t["dense_bf16"]:
+            w4_pure[str(d)] = t["w4a4_triton"] / t["dense_bf16"]
         if t["w4a4_triton"] and t["w4a4_torch"]:
             vs_torch[str(d)] = t["w4a4_torch"] / t["w4a4_triton"]
         if t["w4a4_triton"] and t["w4a4_ref_compile"]:
             vs_compile[str(d)] = t["w4a4_ref_compile"] / t["w4a4_triton"]
     return {"gpu_w4a4_vs_dense_bf16": w4, "gpu_triton_vs_torch": vs_torch,
-            "gpu_compile_vs_triton": vs_compile, "gpu_ms": times, "gpu_tokens": tokens,
+            "gpu_compile_vs_triton": vs_compile, "gpu_fp8_w4a4_vs_dense_bf16": w4_fp8,
+            "gpu_w4a4_vs_pure_bf16_weights": w4_pure, "gpu_ms": times, "gpu_tokens": tokens,
             "gpu_device": torch.cuda.get_device_name()}
 
 

@@ -28,7 +28,7 @@ _MAX_BLOCK_N = 8192
 
 @triton.jit
 def _quant_tile(x, s0, a, step, half_trust):
-    """Quantize-dequantize a float32 tile with per-row scales s0; return (xq, trust mask)."""
+    """Quantize a float32 tile with per-row scales s0; return (xq, trust mask, level r)."""
     s = tl.maximum(s0, 1.1754943508222875e-38)
     t = tl.div_rn(x, s)
     t = tl.minimum(tl.maximum(t, -a), a)
@@ -36,7 +36,7 @@ def _quant_tile(x, s0, a, step, half_trust):
     r = (u + _MAGIC) - _MAGIC
     xq = tl.where(s0 > 0, (r * step - step * 0.5) * s, 0.0)
     mask = tl.abs(xq - x) <= half_trust * s
-    return xq, mask
+    return xq, mask, r
 
 
 @triton.jit
@@ -60,36 +60,47 @@ def _store_out(ptr, v, ok, BF16: tl.constexpr):
 
 
 @triton.jit
+def _store_tile(y_ptrs, m_ptrs, c_ptrs, xq, mask, r, ok, BF16: tl.constexpr,
+                CODES: tl.constexpr):
+    _store_out(y_ptrs, xq, ok, BF16)
+    tl.store(m_ptrs, mask.to(tl.uint8), mask=ok)
+    if CODES:  # half-integer grid codes r - 1/2, exact in float8 e4m3 for b <= 4
+        tl.store(c_ptrs, (r - 0.5).to(c_ptrs.dtype.element_ty), mask=ok)
+
+
+@triton.jit
 def _int_quant_fwd(
-    x_ptr, y_ptr, m_ptr,                  # input, x_hat output (same dtype), uint8 mask output
+    x_ptr, y_ptr, m_ptr,                  # input, x_hat output, uint8 mask output
+    c_ptr, sc_ptr,                        # codes output (fp8), row scale output (fp32), if CODES
     n_rows, n_cols,                       # sizes
-    stride_x, stride_y, stride_m,         # row strides (last dim contiguous)
+    stride_x, stride_y, stride_m, stride_c,  # row strides (last dim contiguous)
     n_f, a, step, half_trust,             # n_cols as float32, grid constants (float32)
     BLOCK_M: tl.constexpr,                # rows per program
     BLOCK_N: tl.constexpr,                # columns per tile (power of two)
     SINGLE: tl.constexpr,                 # whole row fits in one tile
-    BF16: tl.constexpr,                   # output is bfloat16 (round explicitly)
+    BF16: tl.constexpr,                   # x_hat is bfloat16 (round explicitly)
+    CODES: tl.constexpr,                  # also write codes and row scales (FP8 GEMM)
 ):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     row_ok = rows < n_rows
-    rows64 = rows.to(tl.int64)
+    r64 = rows.to(tl.int64)[:, None]
     if SINGLE:
         ok = row_ok[:, None] & (cols[None, :] < n_cols)
-        x = tl.load(x_ptr + rows64[:, None] * stride_x + cols[None, :], mask=ok, other=0.0)
+        x = tl.load(x_ptr + r64 * stride_x + cols[None, :], mask=ok, other=0.0)
         x = x.to(tl.float32)
         xd = x.to(tl.float64)
         ss = tl.sum(xd * xd, axis=1).to(tl.float32)
         s = tl.sqrt_rn(tl.div_rn(ss, n_f))
-        xq, mask = _quant_tile(x, s[:, None], a, step, half_trust)
-        _store_out(y_ptr + rows64[:, None] * stride_y + cols[None, :], xq, ok, BF16)
-        tl.store(m_ptr + rows64[:, None] * stride_m + cols[None, :], mask.to(tl.uint8), mask=ok)
+        xq, mask, r = _quant_tile(x, s[:, None], a, step, half_trust)
+        _store_tile(y_ptr + r64 * stride_y + cols[None, :], m_ptr + r64 * stride_m + cols[None, :],
+                    c_ptr + r64 * stride_c + cols[None, :], xq, mask, r, ok, BF16, CODES)
     else:
         acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float64)
         for start in range(0, n_cols, BLOCK_N):
             c = start + cols
             ok = row_ok[:, None] & (c[None, :] < n_cols)
-            x = tl.load(x_ptr + rows64[:, None] * stride_x + c[None, :], mask=ok, other=0.0)
+            x = tl.load(x_ptr + r64 * stride_x + c[None, :], mask=ok, other=0.0)
             xd = x.to(tl.float32).to(tl.float64)
             acc += xd * xd
         ss = tl.sum(acc, axis=1).to(tl.float32)
@@ -97,10 +108,12 @@ def _int_quant_fwd(
         for start in range(0, n_cols, BLOCK_N):
             c = start + cols
             ok = row_ok[:, None] & (c[None, :] < n_cols)
-            x = tl.load(x_ptr + rows64[:, None] * stride_x + c[None, :], mask=ok, other=0.0)
-            xq, mask = _quant_tile(x.to(tl.float32), s[:, None], a, step, half_trust)
-            _store_out(y_ptr + rows64[:, None] * stride_y + c[None, :], xq, ok, BF16)
-            tl.store(m_ptr + rows64[:, None] * stride_m + c[None, :], mask.to(tl.uint8), mask=ok)
+            x = tl.load(x_ptr + r64 * stride_x + c[None, :], mask=ok, other=0.0)
+            xq, mask, r = _quant_tile(x.to(tl.float32), s[:, None], a, step, half_trust)
+            _store_tile(y_ptr + r64 * stride_y + c[None, :], m_ptr + r64 * stride_m + c[None, :],
+                        c_ptr + r64 * stride_c + c[None, :], xq, mask, r, ok, BF16, CODES)
+    if CODES:
+        tl.store(sc_ptr + rows, s * step, mask=row_ok)
 
 
 @triton.jit
@@ -136,29 +149,39 @@ def _interpreting() -> bool:
 
 
 def int_quant_triton(x: torch.Tensor, bits: int, clip_mult: float,
-                     trust: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Triton version of :func:`~raysweep.kernels.reference.int_quant_ref`."""
+                     trust: float | None = None, out_dtype: torch.dtype | None = None,
+                     codes: bool = False):
+    """Triton version of :func:`~raysweep.kernels.reference.int_quant_ref`.
+
+    Returns (x_hat, mask), or with ``codes=True`` (b <= 4) also the float8 e4m3
+    codes ``r - 1/2`` and the float32 row scales ``step * s`` of shape
+    (rows, 1), so that ``x_hat = codes * scale`` up to the final rounding.
+    """
     a, step, _ = grid_constants(bits, clip_mult)
     half_trust = step / 2 if trust is None else float(torch.tensor(trust, dtype=torch.float32))
+    out_dtype = out_dtype or x.dtype
     shape = x.shape
     n_cols = shape[-1]
     x2 = x.reshape(-1, n_cols)
     if x2.numel() and x2.stride(-1) != 1:
         x2 = x2.contiguous()
-    y = torch.empty(x2.shape, dtype=x.dtype, device=x.device)
-    m = torch.empty(x2.shape, dtype=torch.bool, device=x.device)
     n_rows = x2.shape[0]
+    y = torch.empty(x2.shape, dtype=out_dtype, device=x.device)
+    m = torch.empty(x2.shape, dtype=torch.bool, device=x.device)
+    c = torch.empty(x2.shape, dtype=torch.float8_e4m3fn, device=x.device) if codes else m
+    sc = torch.empty((n_rows, 1), dtype=torch.float32, device=x.device) if codes else m
     if x2.numel():
         bm, bn, warps = _tiles(n_cols, _interpreting())
         grid = (triton.cdiv(n_rows, bm),)
         _int_quant_fwd[grid](
-            x2, y, m.view(torch.uint8), n_rows, n_cols,
-            x2.stride(0), y.stride(0), m.stride(0),
+            x2, y, m.view(torch.uint8), c if codes else m.view(torch.uint8), sc,
+            n_rows, n_cols, x2.stride(0), y.stride(0), m.stride(0), c.stride(0),
             float(n_cols), a, step, half_trust,
-            BLOCK_M=bm, BLOCK_N=bn, SINGLE=n_cols <= bn, BF16=x.dtype == torch.bfloat16,
-            num_warps=warps,
-            **_NO_FMA,
+            BLOCK_M=bm, BLOCK_N=bn, SINGLE=n_cols <= bn, BF16=out_dtype == torch.bfloat16,
+            CODES=codes, num_warps=warps, **_NO_FMA,
         )
+    if codes:
+        return y.reshape(shape), m.reshape(shape), c, sc
     return y.reshape(shape), m.reshape(shape)
 
 

@@ -73,6 +73,20 @@ def int_quant_ref(x: torch.Tensor, bits: int, clip_mult: float,
     return xq.to(x.dtype), mask
 
 
+def int_codes_ref(x: torch.Tensor, bits: int, clip_mult: float):
+    """(codes r - 1/2 as float8 e4m3, row scales step * s (rows, 1)) of the int grid, b <= 4.
+
+    ``codes * scale`` is the float32 x_hat before its final rounding: the FP8
+    GEMM path multiplies codes exactly and applies the scales to the fp32 sum.
+    """
+    a, step, _ = grid_constants(bits, clip_mult)
+    xf = x.float().reshape(-1, x.shape[-1])
+    s0 = rms_scale(xf)
+    t = torch.clamp(xf / s0.clamp_min(torch.finfo(torch.float32).tiny), -a, a)
+    r = torch.round(t / step + 0.5)
+    return (r - 0.5).to(torch.float8_e4m3fn), s0 * step
+
+
 def masked_grad_ref(g: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Backward of a trust/sparsity estimator: the gradient where mask, else 0."""
     return torch.where(mask, g, torch.zeros((), dtype=g.dtype, device=g.device))

@@ -278,6 +278,64 @@ def compress(x: torch.Tensor, rep, est: Estimator | str = "auto",
     return _Project.apply(x, rep, est, backend)
 
 
+# --------------------------------------------------------------------------- FP8 forward GEMM
+
+
+def _fp8_grid(rep) -> tuple | None:
+    """The int grid of rep when its codes are exact in float8 e4m3 (b <= 4, no rotation)."""
+    grid = getattr(rep, "grid", None)
+    if grid is None or grid[0] != "int" or grid[1] > 4 or "@h" in getattr(rep, "spec", ""):
+        return None
+    if _parts(rep) != [rep]:
+        return None
+    return grid
+
+
+def fp8_supported(device: torch.device) -> bool:
+    """Float8 tensor cores (sm89+) and row-wise ``torch._scaled_mm``."""
+    return (device.type == "cuda" and hasattr(torch, "_scaled_mm")
+            and torch.cuda.get_device_capability(device) >= (8, 9))
+
+
+class _FP8Linear(torch.autograd.Function):
+    """W{b}A{b} linear (b <= 4) with the forward GEMM on float8 codes.
+
+    The half-integer codes ``r - 1/2`` (|code| <= 7.5) are exact in e4m3, so
+    ``y = (codes_x @ codes_w^T) * scale_x * scale_w^T`` is the fake-quantized
+    product with an exact fp32 accumulation (more precise than the bf16 GEMM on
+    rounded x_hat). The backward GEMMs use the bf16 x_hat / W_hat and the
+    trust masks, exactly like the bf16 path (gpu.md "Below dense is possible").
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, a_grid, w_grid, ste):
+        from raysweep.kernels.quant import int_quant_triton
+
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        xh, mx, cx, sx = int_quant_triton(x2, a_grid[1], a_grid[2], out_dtype=torch.bfloat16,
+                                          codes=True)
+        wh, mw, cw, sw = int_quant_triton(w, w_grid[1], w_grid[2], out_dtype=torch.bfloat16,
+                                          codes=True)
+        y = torch._scaled_mm(cx, cw.t(), scale_a=sx, scale_b=sw.t(), out_dtype=torch.bfloat16)
+        ctx.save_for_backward(xh, wh, mx, mw)
+        ctx.ste, ctx.w_dtype = ste, w.dtype
+        return y.reshape(*shape[:-1], w.shape[0])
+
+    @staticmethod
+    def backward(ctx, g):
+        from raysweep.kernels import masked_grad
+
+        xh, wh, mx, mw = ctx.saved_tensors
+        g2 = g.reshape(-1, g.shape[-1]).to(torch.bfloat16)
+        gx = g2 @ wh
+        gw = g2.t() @ xh
+        if not ctx.ste:
+            gx = masked_grad(gx, mx, backend="triton")
+            gw = masked_grad(gw, mw, backend="triton")
+        return gx.reshape(*g.shape[:-1], wh.shape[1]), gw.to(ctx.w_dtype), None, None, None
+
+
 # --------------------------------------------------------------------------- the layer
 
 
@@ -289,11 +347,14 @@ class CompressedLinear(nn.Linear):
             e.g. ``"int4"``, ``"sparse50"``, ``"2:4"``, ``"sparse50+int4"``, ``"bf16"``.
         estimator: ``auto`` | ``ste`` | ``trust`` | ``mask`` | ``rbbm:A``.
         backend: ``auto`` | ``triton`` | ``torch`` (see the module docstring).
+        fp8_forward: run the forward GEMM on float8 codes (:class:`_FP8Linear`) when
+            both specs are per-row int grids with b <= 4, the Triton backend is
+            active and the GPU has float8 tensor cores; otherwise ignored.
     """
 
     def __init__(self, in_features: int, out_features: int, weights: str = "bf16",
                  activations: str = "bf16", estimator: str = "auto", backend: str = "auto",
-                 bias: bool = False, device=None, dtype=None):
+                 bias: bool = False, device=None, dtype=None, fp8_forward: bool = False):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         from raysweep.formats import parse
 
@@ -302,19 +363,34 @@ class CompressedLinear(nn.Linear):
         self.estimator_name = estimator
         self.estimator = parse_estimator(estimator)
         self.backend = _check_backend(backend)
+        self.fp8_forward = fp8_forward
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, weights: str = "bf16", activations: str = "bf16",
-                    estimator: str = "auto", backend: str = "auto") -> CompressedLinear:
+                    estimator: str = "auto", backend: str = "auto",
+                    fp8_forward: bool = False) -> CompressedLinear:
         """A CompressedLinear sharing ``linear``'s parameters (no copy)."""
         new = cls(linear.in_features, linear.out_features, weights, activations, estimator,
-                  backend, bias=linear.bias is not None, device="meta")
+                  backend, bias=linear.bias is not None, device="meta", fp8_forward=fp8_forward)
         new.weight = linear.weight
         new.bias = linear.bias
         return new
 
+    def _fp8_ok(self, x: torch.Tensor) -> bool:
+        if not (self.fp8_forward and _use_triton(self.backend, x) and fp8_supported(x.device)):
+            return False
+        bf16 = x.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cuda") and
+                                             torch.get_autocast_dtype("cuda") == torch.bfloat16)
+        return (bf16 and self.estimator.kind in ("auto", "trust", "ste")
+                and _fp8_grid(self.w_rep) is not None and _fp8_grid(self.a_rep) is not None
+                and self.in_features % 16 == 0 and self.out_features % 16 == 0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
+        if self._fp8_ok(x):
+            y = _FP8Linear.apply(x, w, _fp8_grid(self.a_rep), _fp8_grid(self.w_rep),
+                                 self.estimator.kind == "ste")
+            return y if self.bias is None else y + self.bias.to(y.dtype)
         if not self.w_rep.is_identity:
             # Projection numerics in fp32 even under autocast (the master weight is fp32).
             with torch.autocast(device_type=w.device.type, enabled=False):

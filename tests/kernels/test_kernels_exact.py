@@ -119,3 +119,22 @@ def test_bad_backend_is_an_error():
 
     with pytest.raises(RaysweepError, match="backend"):
         int_quant(torch.zeros(2, 4), 4, 2.5, backend="cuda")
+
+
+@pytest.mark.parametrize("shape", [(3, 129), (17, 300)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int_codes_match_reference(shape, dtype):
+    """FP8 codes r - 1/2 and row scales step * s, and codes * scale == x_hat (fp32)."""
+    from raysweep.kernels.quant import int_quant_triton
+    from raysweep.kernels.reference import int_codes_ref
+
+    x = _data(shape, dtype)
+    y, m, c, sc = int_quant_triton(x, 4, 2.51393, codes=True)
+    c_r, sc_r = int_codes_ref(x, 4, 2.51393)
+    assert torch.equal(c.float(), c_r.float()) and torch.equal(sc, sc_r)
+    assert torch.equal((y, m)[1], int_quant(x, 4, 2.51393, backend="torch")[1])
+    assert set(c.float().unique().tolist()) <= {k + 0.5 for k in range(-8, 8)}
+    y32, _ = int_quant(x.float(), 4, 2.51393, backend="torch")
+    torch.testing.assert_close(c.float() * sc, y32.reshape(c.shape), rtol=1e-6, atol=0)
+    y_bf, _ = int_quant_triton(x, 4, 2.51393, out_dtype=torch.bfloat16)
+    assert torch.equal(y_bf, int_quant(x, 4, 2.51393, backend="torch")[0].bfloat16())

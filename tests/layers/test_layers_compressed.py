@@ -208,3 +208,29 @@ def test_bad_estimator_names_the_field(bad):
 def test_bad_backend_names_the_field():
     with pytest.raises(RaysweepError, match="backend"):
         CompressedLinear(4, 4, "int4", "bf16", backend="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU with float8")
+def test_fp8_forward_matches_bf16_path():
+    from raysweep.layers import fp8_supported
+
+    if not fp8_supported(torch.device("cuda")):
+        pytest.skip("no float8 tensor cores")
+    torch.manual_seed(3)
+    base = nn.Linear(256, 128, bias=False, device="cuda")
+    a = CompressedLinear.from_linear(base, "int4", "int4", backend="triton")
+    b = CompressedLinear.from_linear(base, "int4", "int4", backend="triton", fp8_forward=True)
+    x = torch.randn(64, 256, device="cuda") * 2
+    g = torch.randn(64, 128, device="cuda", dtype=torch.bfloat16)
+    grads = []
+    for layer in (a, b):
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y = layer(xi)
+        y.backward(g)
+        grads.append((y.detach().float(), xi.grad.clone(), base.weight.grad.clone()))
+        base.weight.grad = None
+    (ya, gxa, gwa), (yb, gxb, gwb) = grads
+    torch.testing.assert_close(yb, ya, rtol=2e-2, atol=2e-2)   # fp32-exact vs bf16 operands
+    torch.testing.assert_close(gxb, gxa, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(gwb, gwa, rtol=1e-2, atol=1e-2)
