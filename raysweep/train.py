@@ -144,7 +144,13 @@ def train(config: dict, report: Callable[[dict], None] | None = None) -> dict:
     """Train one model as ``config`` says; return the result row (see module docstring)."""
     import torch
 
-    from raysweep.data import check_lengths, load_corpus, train_batch, val_batches
+    from raysweep.data import (
+        DeviceBatches,
+        check_lengths,
+        load_corpus,
+        train_batch,
+        val_batches,
+    )
 
     t_start = time.perf_counter()
     corpus = load_corpus(config.get("data") if isinstance(config, dict) else None)
@@ -182,7 +188,7 @@ def train(config: dict, report: Callable[[dict], None] | None = None) -> dict:
     loss_sum = torch.zeros((), device=device)
     loss_n, last_train = 0, float("nan")
     if ckpt and os.path.exists(ckpt):
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
         if state.get("fingerprint") != _fingerprint(cfg):
             diff = sorted(k for k in set(state.get("fingerprint", {})) | set(_fingerprint(cfg))
                           if state.get("fingerprint", {}).get(k) != _fingerprint(cfg).get(k))
@@ -194,19 +200,23 @@ def train(config: dict, report: Callable[[dict], None] | None = None) -> dict:
         if cuda and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(state["rng_cuda"])
         step, prev_wall = state["step"], state["wall_s"]
-        loss_sum.copy_(state["loss_sum"])
+        loss_sum.copy_(state["loss_sum"].to(device))
         loss_n, last_train = state["loss_n"], state["last_train"]
 
     val_eval = [(x.to(device), y.to(device))
                 for x, y in val_batches(corpus, cfg["eval_batches"], bsz, seq)]
     status, error = "ok", None
+    if cuda:
+        next_batch = DeviceBatches(corpus, seed, bsz, seq, device)
+    else:
+        def next_batch(i):
+            return train_batch(corpus, i, seed, bsz, seq)
     train_time, t_mark, tok_mark, step0 = [0.0], 0.0, step, step
     while step < steps:
         with _timer(train_time):
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, steps, cfg["lr"], warmup)
-            x, y = train_batch(corpus, step, seed, bsz, seq)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = next_batch(step)
             with autocast():
                 loss = fwd(x, y)
             loss.backward()

@@ -10,6 +10,7 @@ import torch
 from raysweep.cli import main
 from raysweep.data import (
     SYNTHETIC_ENTROPY,
+    DeviceBatches,
     load_corpus,
     memmap_corpus,
     split_files,
@@ -66,6 +67,16 @@ def test_batches_depend_on_seed_and_step_only():
     assert torch.equal(x1[:, 1:], y1[:, :-1]) and x1.dtype == torch.int64
     v1, v2 = val_batches(c, 3, 4, 32), val_batches(c, 3, 4, 32)
     assert len(v1) == 3 and all(torch.equal(a[0], b[0]) for a, b in zip(v1, v2))
+
+
+def test_device_batches_equal_train_batch():
+    c = synthetic_corpus()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    batches = DeviceBatches(c, 7, 4, 32, dev, chunk=3)
+    for step in (0, 2, 3, 10, 1):
+        x, y = batches(step)
+        x2, y2 = train_batch(c, step, 7, 4, 32)
+        assert torch.equal(x.cpu(), x2) and torch.equal(y.cpu(), y2)
 
 
 def test_synthetic_source():
