@@ -190,7 +190,13 @@ def trainable(config: dict, done_rows: dict | None = None) -> None:
             if not d.get("done"):
                 tune.report({k: v for k, v in d.items() if isinstance(v, (int, float))})
 
-        row = run_trial(config, _report if config["backend"] == "train" else None)
+        try:
+            row = run_trial(config, _report if config["backend"] == "train" else None)
+        except ReplayMissError as exc:  # deterministic: retrying cannot help, and raising
+            # would cost an actor restart (~2 s); report the failure as a result instead
+            tune.report({"failed_json": json.dumps({"run_id": config["run_id"],
+                                                    "error": str(exc)})})
+            return
     tune.report({"loss": _num(row.get("loss")), "row_json": json.dumps(row, default=_jsonable)})
 
 

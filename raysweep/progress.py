@@ -110,10 +110,19 @@ class SweepCallback(tune.Callback):
         self._maybe_print()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if "row_json" not in result:
-            return
-        row = json.loads(result["row_json"])
-        self._finish(row)
+        if "row_json" in result:
+            self._finish(json.loads(result["row_json"]))
+        elif "failed_json" in result:  # a trial that reports its own (final) failure
+            rec = json.loads(result["failed_json"])
+            self._failed(rec["run_id"], rec["error"])
+
+    def _failed(self, rid: str, error: str) -> None:
+        self.registry.append(rid, "failed", error=error)
+        self.failed += 1
+        self.flops_left -= self.flops_by_id.get(rid, 0.0)
+        self.metrics.record(failed=1)
+        print(f"[{self.study}] trial {rid} failed: {error[-200:]}", file=self.stream, flush=True)
+        self._maybe_print(force=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.running.discard(trial.trial_id)
@@ -121,12 +130,7 @@ class SweepCallback(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.running.discard(trial.trial_id)
-        rid = trial.config.get("run_id", "?")
-        self.registry.append(rid, "failed", error=_error_text(trial))
-        self.failed += 1
-        self.flops_left -= self.flops_by_id.get(rid, 0.0)
-        self.metrics.record(failed=1)
-        self._maybe_print(force=True)
+        self._failed(trial.config.get("run_id", "?"), _error_text(trial))
 
     def on_experiment_end(self, trials, **info):
         self.close()
@@ -177,10 +181,16 @@ class SweepCallback(tune.Callback):
 
 
 def _error_text(trial) -> str:
+    """The end of the trial's error trace (Tune writes it to ``trial.error_file``)."""
+    text = ""
     try:
-        err = trial.get_error()
-        text = str(err) if err is not None else ""
-    except Exception:  # noqa: BLE001
-        text = ""
-    text = " ".join(text.split())
+        with open(trial.error_file, encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
+    except Exception:  # noqa: BLE001 - no local error file (e.g. remote storage)
+        try:
+            text = str(trial.get_error() or "")
+        except Exception:  # noqa: BLE001
+            text = ""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    text = " | ".join(lines[-3:])
     return text[-500:] or "trial failed (see the Ray Tune trial log)"

@@ -478,9 +478,10 @@ def expand(study: Study) -> list[dict]:
                 cfg = _trial(study, rep, size, (n_layers, d_model, n_heads), n, tokens, ratio, seed)
                 if cfg["run_id"] in seen:
                     raise StudyError(
-                        f"{study.path}: representations: trial {rep.name} size={size} "
-                        f"tokens={tokens} seed={seed} appears twice (also as "
-                        f"{seen[cfg['run_id']]}); allowed: each trial once")
+                        f"{study.path}: representations: got trial {rep.name} size={size} "
+                        f"tokens={tokens} seed={seed} twice (sizes or entries that resolve "
+                        f"to the same model; also as {seen[cfg['run_id']]}); allowed: each "
+                        "trial once")
                 seen[cfg["run_id"]] = rep.name
                 trials.append(cfg)
     return trials
@@ -505,7 +506,7 @@ def _trial(study, rep, size, shape, n, tokens, ratio, seed) -> dict:
 
 
 # Keys that say where or how fast a trial runs, not what it computes: not hashed.
-_UNHASHED = ("run_id", "study", "checkpoint_dir", "threads", "device")
+_UNHASHED = ("run_id", "study", "size", "checkpoint_dir", "threads", "device")
 _UNHASHED_SIM = ("sleep_s", "fail_prob")
 
 
@@ -513,7 +514,8 @@ def run_id(cfg: dict) -> str:
     """Hash of the resolved trial config: sha256 of its canonical JSON, 16 hex digits.
 
     The study name is left out (the same trial in two studies is the same
-    experiment), as are run-location keys (``checkpoint_dir``, ``threads``,
+    experiment), and so is the size string (``d32`` and ``2x32`` are one model:
+    its resolved shape is hashed), as are run-location keys (``checkpoint_dir``, ``threads``,
     ``device``) and the simulated backend's sleep/failure injection.
     """
     core = {k: v for k, v in cfg.items() if k not in _UNHASHED}

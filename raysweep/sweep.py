@@ -20,6 +20,7 @@ trials are added, finished ones kept).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -151,8 +152,14 @@ def _searcher(study: Study, pool: list[dict], pending: list[dict], out_dir: Path
     return _pool_searcher_cls()(ordered)
 
 
-def init_ray(address: str | None = None, dashboard: bool = False, num_cpus: int | None = None):
-    """Start a local Ray (or join ``address``); returns True if this call started it."""
+def init_ray(address: str | None = None, dashboard: bool = False, num_cpus: int | None = None,
+             num_gpus: int | None = None):
+    """Start a local Ray (or join ``address``); returns True if this call started it.
+
+    Locally Ray gets every CPU of the machine (one 1-thread trial per core is the
+    fastest layout on CPU, cpu-scale.md) and detects GPUs itself; ``num_gpus``
+    overrides (tests fake a GPU with it).
+    """
     for k, v in TUNE_ENV.items():
         os.environ.setdefault(k, v)
     import ray
@@ -166,6 +173,8 @@ def init_ray(address: str | None = None, dashboard: bool = False, num_cpus: int 
     if address:
         ray.init(address=address, **kw)
     else:
+        if num_gpus is not None:
+            kw["num_gpus"] = num_gpus
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kw)
     if dashboard:
         ctx = ray.get_runtime_context()
@@ -204,10 +213,11 @@ def run_study(study: Study, out: str | Path = "runs", max_concurrent: int | None
         print(f"[{study.name}] all {len(pool)} trials already done", file=stream or sys.stderr)
         return {**summary, "finished": 0, "failed": 0}
     gpu = max(trial_gpu(study.resources.gpu, t["n_params"]) for t in pending)
-    if local and gpu > 0 and ray.cluster_resources().get("GPU", 0) < min(gpu, 1.0):
-        raise StudyError(f"{study.path}: resources.gpu: trials ask for {gpu} GPU but this Ray "
-                         "has none (they would wait forever); allowed: gpu: 0 here, or run "
-                         "with --address on a GPU cluster")
+    have = ray.cluster_resources().get("GPU", 0)
+    if local and gpu > 0 and have < gpu:  # such a trial would wait forever
+        raise StudyError(f"{study.path}: resources.gpu: got {gpu} GPU per trial but this Ray "
+                         f"has {have:g}; allowed: gpu <= {have:g} here (0 on a CPU machine), "
+                         "or run with --address on a GPU cluster")
 
     def resources(cfg):
         return {"cpu": study.resources.cpu,
@@ -233,9 +243,15 @@ def run_study(study: Study, out: str | Path = "runs", max_concurrent: int | None
             checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=0)),
     )
     t0 = time.monotonic()
+    # Tune logs every failed attempt with its traceback; the callback prints one line per
+    # final failure and the registry keeps the error, so keep the display readable.
+    tune_log = logging.getLogger("ray.tune")
+    level = tune_log.level
+    tune_log.setLevel(logging.CRITICAL)
     try:
         tuner.fit()
     finally:
+        tune_log.setLevel(level)
         cb.close()
     return {**summary, "finished": cb.finished, "failed": cb.failed,
             "wall_s": time.monotonic() - t0}
