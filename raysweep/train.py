@@ -20,7 +20,8 @@ The recipe (paper.md §4; cpu-scale.md for the tiny-model defaults):
    tiny scale, cpu-scale.md), 16 x 512 on CUDA.
 5. Every ``eval_every`` steps (default: a tenth of the run) the mean validation
    loss on ``eval_batches`` fixed batches is reported; the final loss uses
-   ``final_eval_batches`` (16 batches, 128 windows at batch 8) fixed windows.
+   ``final_eval_batches`` batches of 8 fixed windows (16: 128 windows, 16k
+   tokens at seq 128), the same windows whatever the batch size.
 
 The step itself stays lean: no ``.item()`` between evals (the training loss is
 summed on the device and read at eval time, which is also where a non-finite
@@ -49,6 +50,8 @@ ROW_KEYS = ("n_params", "n_layers", "d_model", "tokens", "tokens_per_param", "se
             "activations", "loss", "train_loss", "gmse_weights", "gmse_activations",
             "bits_weights", "bits_activations", "flops", "wall_s", "tokens_per_s", "status",
             "error", "data_hash")
+
+FINAL_EVAL_BATCH = 8  # windows per final-eval batch (independent of batch_size)
 
 __all__ = ["ROW_KEYS", "describe_allowed", "resolve_config", "train", "cmd_train"]
 
@@ -153,8 +156,8 @@ def train(config: dict, report: Callable[[dict], None] | None = None) -> dict:
     )
 
     t_start = time.perf_counter()
-    corpus = load_corpus(config.get("data") if isinstance(config, dict) else None)
-    cfg = resolve_config(config, vocab=corpus.vocab)
+    cfg = resolve_config(config)  # bad keys fail before any work
+    corpus = load_corpus(cfg["data"])
     check_lengths(corpus, cfg["seq_len"])
     torch.set_num_threads(cfg["threads"])
     if cfg["device"] in (None, "auto"):
@@ -253,7 +256,9 @@ def train(config: dict, report: Callable[[dict], None] | None = None) -> dict:
 
     loss = float("nan")
     if status == "ok":
-        final = val_batches(corpus, cfg["final_eval_batches"], bsz, seq)
+        # fixed batches of 8 windows whatever batch_size is: every run of a study
+        # (and every batch size) is scored on the same windows
+        final = val_batches(corpus, cfg["final_eval_batches"], FINAL_EVAL_BATCH, seq)
         loss = evaluate(fwd, [(x.to(device), y.to(device)) for x, y in final], device, autocast)
         if not math.isfinite(loss):
             status, error = "diverged", f"non-finite validation loss after {steps} steps"

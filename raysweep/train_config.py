@@ -43,7 +43,7 @@ KEYS: dict[str, tuple[str, object, str]] = {
     "grad_clip": ("float", 1.0, "a number >= 0 (0 disables clipping)"),
     "eval_every": ("int", None, "an integer >= 1 (default: a tenth of the steps)"),
     "eval_batches": ("int", 4, "an integer >= 1"),
-    "final_eval_batches": ("int", 16, "an integer >= 1"),
+    "final_eval_batches": ("int", 16, "an integer >= 1 (batches of 8 windows)"),
     "device": ("str", None, "cpu, cuda, cuda:N (default: cuda when available)"),
     "threads": ("int", 1, "an integer >= 1"),
     "checkpoint_dir": ("str", None, "a directory path"),
