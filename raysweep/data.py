@@ -174,6 +174,17 @@ def memmap_corpus(path: str | os.PathLike) -> Corpus:
     return Corpus(str(d), train, val, vocab, str(meta.get("hash", "")), meta)
 
 
+def _find_dir(path: str) -> str | None:
+    """An existing directory for ``path``; a relative path is also tried against the
+    directory a Ray Tune trial started in (Tune moves trials into their own dirs)."""
+    if os.path.isdir(path):
+        return os.path.abspath(path)
+    orig = os.environ.get("TUNE_ORIG_WORKING_DIR")
+    if orig and not os.path.isabs(path) and os.path.isdir(os.path.join(orig, path)):
+        return os.path.join(orig, path)
+    return None
+
+
 def load_corpus(data: str | None = None) -> Corpus:
     """Resolve a ``data`` config value to a :class:`Corpus`, built once per process."""
     key = "stdlib" if data is None else str(data)
@@ -183,8 +194,8 @@ def load_corpus(data: str | None = None) -> Corpus:
         corpus = stdlib_corpus()
     elif key == "synthetic":
         corpus = synthetic_corpus()
-    elif os.path.isdir(key):
-        corpus = memmap_corpus(key)
+    elif _find_dir(key):
+        corpus = memmap_corpus(_find_dir(key))
     else:
         raise RaysweepError(f"data: unknown source {data!r}; expected {DATA_FORMS}")
     _CACHE[key] = corpus
