@@ -213,6 +213,25 @@ def _gpu_case(d: int, tokens: int, quick: bool) -> dict:
     return out
 
 
+def _kernel_bandwidth(tokens: int, d: int) -> dict:
+    """GB/s of the fused quantizer (2 B in, 2 B x_hat + 1 B mask out per bf16 element),
+    the masked backward (2 + 1 in, 2 out) and a plain copy (the ceiling)."""
+    import triton
+    from raysweep.kernels.quant import int_quant_triton, masked_grad_triton
+
+    x = torch.randn(tokens, d, device="cuda", dtype=torch.bfloat16)
+    m = torch.rand(tokens, d, device="cuda") > 0.01
+    n = x.numel()
+    t_q = triton.testing.do_bench(lambda: int_quant_triton(x, 4, 2.51393), return_mode="median")
+    t_c = triton.testing.do_bench(lambda: int_quant_triton(x, 4, 2.51393, codes=True),
+                                  return_mode="median")
+    t_g = triton.testing.do_bench(lambda: masked_grad_triton(x, m), return_mode="median")
+    t_copy = triton.testing.do_bench(lambda: x.clone(), return_mode="median")
+    return {"quant_ms": t_q, "quant_gbps": 5 * n / t_q / 1e6,
+            "quant_codes_gbps": 6 * n / t_c / 1e6, "masked_grad_gbps": 5 * n / t_g / 1e6,
+            "copy_gbps": 4 * n / t_copy / 1e6}
+
+
 def gpu(quick: bool) -> dict:
     tokens = 16384
     times, w4, vs_torch, vs_compile, w4_fp8, w4_pure = {}, {}, {}, {}, {}, {}
@@ -232,7 +251,8 @@ def gpu(quick: bool) -> dict:
             vs_compile[str(d)] = t["w4a4_ref_compile"] / t["w4a4_triton"]
     return {"gpu_w4a4_vs_dense_bf16": w4, "gpu_triton_vs_torch": vs_torch,
             "gpu_compile_vs_triton": vs_compile, "gpu_fp8_w4a4_vs_dense_bf16": w4_fp8,
-            "gpu_w4a4_vs_pure_bf16_weights": w4_pure, "gpu_ms": times, "gpu_tokens": tokens,
+            "gpu_w4a4_vs_pure_bf16_weights": w4_pure, "gpu_ms": times,
+            "gpu_kernels_2048": _kernel_bandwidth(tokens, 2048), "gpu_tokens": tokens,
             "gpu_device": torch.cuda.get_device_name()}
 
 
