@@ -11,7 +11,10 @@ lost and duplicated rows, and times the same trials in a plain sequential loop
 object on its last line:
 
     {"trials", "wall_s", "trials_per_s", "lost", "duplicated", "peak_rss_mb",
-     "sequential_wall_s", "overhead_ms_per_trial", "ray_init_s", ...}
+     "sequential_wall_s", "overhead_ms_per_trial", "wall_vs_sequential", "ray_init_s", ...}
+
+``overhead_ms_per_trial`` = (wall_s - sequential_wall_s / cpus) / trials: what
+Tune adds per trial above a perfect parallel run of the same work.
 
 ``wall_s`` is the Tuner's run (Ray already started); ``ray_init_s`` is the
 start-up on top. ``peak_rss_mb`` is the driver's peak resident memory.
@@ -93,7 +96,9 @@ def main() -> None:
            "trials_per_s": round(len(pool) / wall, 2), "lost": lost, "duplicated": duplicated,
            "registry_duplicates": reg_dup, "peak_rss_mb": round(rss, 1),
            "sequential_wall_s": round(seq, 3),
-           "overhead_ms_per_trial": round((wall - seq) / len(pool) * 1000, 2),
+           # Tune's cost per trial above the ideal parallel time of the same work
+           "overhead_ms_per_trial": round((wall - seq / args.cpus) / len(pool) * 1000, 2),
+           "wall_vs_sequential": round(wall / max(seq, 1e-9), 2),
            "ray_init_s": round(t_init, 2), "cpus": args.cpus, "sleep_s": args.sleep,
            "failed": summary.get("failed", 0)}
     print(json.dumps(res))

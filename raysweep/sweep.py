@@ -37,6 +37,9 @@ from raysweep.study import Study, expand, load_study
 # is our source of truth), the classic (silent at verbose=0) output engine.
 TUNE_ENV = {
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    # Tune lets a custom Searcher have only ONE trial pending placement at a time (it may
+    # want feedback first): with PoolSearcher that ran trials one by one on 2 CPUs.
+    "TUNE_MAX_PENDING_TRIALS_PG": "16",
     "TUNE_GLOBAL_CHECKPOINT_S": "600",
     "RAY_AIR_NEW_OUTPUT": "0",
     "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
