@@ -175,9 +175,12 @@ class SweepCallback(tune.Callback):
             print(self.line(), file=self.stream, flush=True)
 
     def close(self) -> None:
+        """Write the final table and progress line (idempotent)."""
         self.table.flush()
         self.running.clear()
-        self._maybe_print(force=True)
+        if not getattr(self, "_closed", False):
+            self._closed = True
+            self._maybe_print(force=True)
 
 
 def _error_text(trial) -> str:
