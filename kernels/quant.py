@@ -20,9 +20,9 @@ import os
 import torch
 import triton
 import triton.language as tl
-from raysweep.kernels.reference import grid_constants
+from raysweep.kernels.reference import f32, grid_constants
 
-_MAGIC = 12582912.0  # 1.5 * 2**23: adding and subtracting it rounds a float32 half-to-even
+_MAGIC = tl.constexpr(12582912.0)  # 1.5 * 2**23: add and subtract = round half to even
 _MAX_BLOCK_N = 8192
 
 
@@ -158,7 +158,7 @@ def int_quant_triton(x: torch.Tensor, bits: int, clip_mult: float,
     (rows, 1), so that ``x_hat = codes * scale`` up to the final rounding.
     """
     a, step, _ = grid_constants(bits, clip_mult)
-    half_trust = step / 2 if trust is None else float(torch.tensor(trust, dtype=torch.float32))
+    half_trust = step / 2 if trust is None else f32(trust)
     out_dtype = out_dtype or x.dtype
     shape = x.shape
     n_cols = shape[-1]

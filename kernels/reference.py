@@ -34,6 +34,8 @@ are all kept). N:M: in each group of m consecutive entries keep the n largest
 
 from __future__ import annotations
 
+import struct
+
 import torch
 
 
@@ -46,13 +48,15 @@ def rms_scale(x: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((ss / x.shape[-1]).double()).float()
 
 
+def f32(v: float) -> float:
+    """v rounded to the nearest float32, as a Python float (no tensor: compile-friendly)."""
+    return struct.unpack("f", struct.pack("f", v))[0]
+
+
 def grid_constants(bits: int, clip_mult: float) -> tuple[float, float, float]:
     """(a, step, inv_step) as float32-representable Python floats for the int grid."""
-    a = float(torch.tensor(clip_mult, dtype=torch.float32))
     step64 = 2.0 * clip_mult / (2**bits - 1)
-    step = float(torch.tensor(step64, dtype=torch.float32))
-    inv_step = float(torch.tensor(1.0 / step64, dtype=torch.float32))
-    return a, step, inv_step
+    return f32(clip_mult), f32(step64), f32(1.0 / step64)
 
 
 def int_quant_ref(x: torch.Tensor, bits: int, clip_mult: float,
@@ -62,7 +66,7 @@ def int_quant_ref(x: torch.Tensor, bits: int, clip_mult: float,
     ``trust`` is the trust radius in units of the row scale (default: half a step).
     """
     a, step, _ = grid_constants(bits, clip_mult)
-    half_trust = step / 2 if trust is None else float(torch.tensor(trust, dtype=torch.float32))
+    half_trust = step / 2 if trust is None else f32(trust)
     xf = x.float()
     s0 = rms_scale(x)
     s = s0.clamp_min(torch.finfo(torch.float32).tiny)
