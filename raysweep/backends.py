@@ -6,7 +6,8 @@ result row (the results-table columns of docs/architecture.md):
 ``train``
     :func:`raysweep.train.train`, reporting its eval steps to Ray Tune. The
     trial's ``checkpoint_dir`` (``OUT/<study>/checkpoints/<run_id>``) lets a
-    retried or resumed trial continue where it stopped.
+    retried or resumed trial continue where it stopped; it is deleted once the
+    trial finishes (its row is the result).
 ``simulated``
     no training and no torch: the loss comes from the unified law
     ``L = A (N rho)^-alpha + B D^-beta + E`` with
@@ -28,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any
@@ -95,8 +97,9 @@ def _spec_columns(cfg: dict) -> dict:
 
 def _labels(cfg: dict) -> dict:
     keys = ("run_id", "study", "format", "weights", "activations", "size", "n_params",
-            "n_layers", "d_model", "tokens", "tokens_per_param", "seed", "backend")
-    return {k: cfg[k] for k in keys}
+            "n_layers", "d_model", "tokens", "tokens_per_param", "seed")
+    # "backend" in a train() row is the kernel backend; the sweep's is "sweep_backend"
+    return {**{k: cfg[k] for k in keys}, "sweep_backend": cfg["backend"]}
 
 
 def run_simulated(cfg: dict) -> dict:
@@ -156,8 +159,11 @@ def run_train(cfg: dict, report: Callable[[dict], None] | None = None) -> dict:
     from raysweep.study import train_config
     from raysweep.train import train
 
-    tc = train_config(cfg, cfg.get("checkpoint_dir"), threads=int(cfg.get("threads", 1)))
+    ckpt = cfg.get("checkpoint_dir")
+    tc = train_config(cfg, ckpt, threads=int(cfg.get("threads", 1)))
     row = train(tc, report)
+    if ckpt:  # finished: the row is the result; a 200M model's state is gigabytes
+        shutil.rmtree(ckpt, ignore_errors=True)
     return {**row, **_labels(cfg), "n_params": row.get("n_params", cfg["n_params"])}
 
 

@@ -160,3 +160,15 @@ def test_cli_run_status_and_report_failure_is_a_warning(ray_session, tmp_path, m
     assert st["done"] == 2 and st["pending"] == 0 and st["rows_in_table"] == 2
     assert main(["status", str(out / "cli"), "--json"]) == 0  # from the output dir
     assert json.loads(capsys.readouterr().out)["done"] == 2
+
+
+def test_train_backend_trial_reports_row_and_drops_checkpoint(ray_session, tmp_path):
+    s = parse_study({"version": 1, "name": "tr", "backend": "train", "data": "synthetic",
+                     "sizes": ["2x32"], "tokens": [20000],
+                     "representations": [{"name": "dense"}], "retries": 0}, "<tr>")
+    res = run(s, tmp_path)
+    assert res["finished"] == 1, Registry(tmp_path / "tr").records()
+    row = table(tmp_path, "tr").iloc[0]
+    assert row["status"] == "ok" and row["n_params"] == 23_712 and row["tokens"] == 20000
+    assert row["sweep_backend"] == "train" and 0 < row["loss"] < 10
+    assert not (tmp_path / "tr" / "checkpoints" / row["run_id"]).exists()
