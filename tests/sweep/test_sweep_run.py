@@ -172,3 +172,15 @@ def test_train_backend_trial_reports_row_and_drops_checkpoint(ray_session, tmp_p
     assert row["status"] == "ok" and row["n_params"] == 23_712 and row["tokens"] == 20000
     assert row["sweep_backend"] == "train" and 0 < row["loss"] < 10
     assert not (tmp_path / "tr" / "checkpoints" / row["run_id"]).exists()
+
+
+def test_active_strategy_plugs_in_its_searcher(ray_session, tmp_path):
+    pytest.importorskip("raysweep.active")
+    s = make("act", sizes=["2x32", "2x48", "2x80"],
+             search={"strategy": "active", "budget_fraction": 0.3, "batch": 2})
+    first = run(s, tmp_path)
+    n_pool = len(expand(s))
+    assert 0 < first["finished"] < n_pool and first["failed"] == 0
+    again = run(s, tmp_path)  # resume: done rows are answered from the registry
+    df = table(tmp_path, "act")
+    assert df["run_id"].is_unique and len(df) == first["finished"] + again["finished"]
