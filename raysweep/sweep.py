@@ -256,8 +256,11 @@ def run_study(study: Study, out: str | Path = "runs", max_concurrent: int | None
     finally:
         tune_log.setLevel(level)
         cb.close()
+    # Ctrl-C: Tune stops the experiment gracefully and fit() returns; trials the grid
+    # never finished mean the run was interrupted (the active strategy stops by itself)
+    interrupted = study.strategy == "grid" and cb.finished + cb.failed < len(pending)
     return {**summary, "finished": cb.finished, "failed": cb.failed,
-            "wall_s": time.monotonic() - t0}
+            "interrupted": interrupted, "wall_s": time.monotonic() - t0}
 
 
 def _save_study(study: Study, sdir: Path) -> None:
@@ -281,6 +284,11 @@ def cmd_run(args) -> int:
         for study in studies:
             s = run_study(study, args.out, args.max_concurrent, local=args.address is None)
             failed += s.get("failed", 0)
+            if s.get("interrupted"):
+                left = s["n_trials"] - s["already_done"] - s["finished"] - s["failed"]
+                print(f"[{study.name}] interrupted with {left} trials not run; run the same "
+                      "command again to resume", file=sys.stderr)
+                return 130
             if not getattr(args, "no_report", False):
                 _report(Path(s["dir"]))
             print(f"[{study.name}] results in {s['dir']}", file=sys.stderr)
