@@ -160,6 +160,9 @@ def test_cli_run_status_and_report_failure_is_a_warning(ray_session, tmp_path, m
     assert st["done"] == 2 and st["pending"] == 0 and st["rows_in_table"] == 2
     assert main(["status", str(out / "cli"), "--json"]) == 0  # from the output dir
     assert json.loads(capsys.readouterr().out)["done"] == 2
+    assert main(["plan", str(p), "--out", str(out), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["n_trials"] == plan["n_done"] == 2 and plan["remaining_device_hours"] == 0
 
 
 def test_train_backend_trial_reports_row_and_drops_checkpoint(ray_session, tmp_path):
