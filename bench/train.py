@@ -186,8 +186,22 @@ def _gpu_case(d: int, tokens: int, quick: bool) -> dict:
             y.backward(g)
         return step
 
+    a4 = CompressedLinear.from_linear(dense, "bf16", "int4", backend="triton")
+    w4 = CompressedLinear.from_linear(dense, "int4", "bf16", backend="triton")
+    import raysweep.layers as layers_mod
+
+    def where_variant(x):
+        layers_mod.MASK_KERNEL = False
+        try:
+            return tri(x)
+        finally:
+            layers_mod.MASK_KERNEL = True
+
     cases = {
         "dense_autocast": run(dense),
+        "a4_only_triton": run(a4),
+        "w4_only_triton": run(w4),
+        "w4a4_triton_where": run(where_variant),
         "dense_bf16": run(dense_bf16, autocast=False),
         "w4a4_triton": run(tri),
         "w4a4_triton_fp8": run(fp8),
@@ -206,6 +220,16 @@ def _gpu_case(d: int, tokens: int, quick: bool) -> dict:
         except Exception as e:  # report and go on: one failing variant must not hide the rest
             out[name] = None
             print(f"gpu case {name} d={d} failed: {type(e).__name__}: {e}", file=sys.stderr)
+    issue = {}
+    for name in ("dense_autocast", "w4a4_triton", "w4a4_triton_fp8", "a4_only_triton"):
+        walls = []
+        for _ in range(20):  # host time to issue one step, no sync: ~GPU time if a step syncs
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            cases[name]()
+            walls.append(1e3 * (time.perf_counter() - t0))
+        issue[name] = statistics.median(walls)
+    out["host_issue_ms"] = issue
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
         y_t, y_r, y_8 = tri(x0), ref(x0), fp8(x0)
         out["triton_equals_torch_forward"] = bool(torch.equal(y_t, y_r))
@@ -226,14 +250,62 @@ def _kernel_bandwidth(tokens: int, d: int) -> dict:
     t_c = triton.testing.do_bench(lambda: int_quant_triton(x, 4, 2.51393, codes=True),
                                   return_mode="median")
     t_g = triton.testing.do_bench(lambda: masked_grad_triton(x, m), return_mode="median")
+    t_w = triton.testing.do_bench(lambda: torch.where(m, x, torch.zeros((), dtype=x.dtype,
+                                                                        device=x.device)),
+                                  return_mode="median")
     t_copy = triton.testing.do_bench(lambda: x.clone(), return_mode="median")
-    return {"quant_ms": t_q, "quant_gbps": 5 * n / t_q / 1e6,
+    small = torch.randn(16, 64, device="cuda", dtype=torch.bfloat16)
+    host = {}
+    for name, f in (("triton_quant", lambda: int_quant_triton(small, 4, 2.51393)),
+                    ("torch_mul", lambda: small * 2.0)):
+        f()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(200):
+            f()
+        host[name] = 1e6 * (time.perf_counter() - t0) / 200
+        torch.cuda.synchronize()
+    return {"host_launch_us": host, "quant_ms": t_q, "quant_gbps": 5 * n / t_q / 1e6,
             "quant_codes_gbps": 6 * n / t_c / 1e6, "masked_grad_gbps": 5 * n / t_g / 1e6,
-            "copy_gbps": 4 * n / t_copy / 1e6}
+            "where_gbps": 5 * n / t_w / 1e6, "copy_gbps": 4 * n / t_copy / 1e6}
+
+
+def _profile(d: int, tokens: int) -> None:
+    """Print the top host/device ops of a few W4A4 Triton steps (stderr)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from raysweep.layers import CompressedLinear
+
+    lin = torch.nn.Linear(d, d, bias=False, device="cuda")
+    tri = CompressedLinear.from_linear(lin, "int4", "int4", backend="triton")
+    x0 = torch.randn(tokens, d, device="cuda", dtype=torch.bfloat16)
+
+    def step():
+        x = x0.detach().requires_grad_()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y = tri(x)
+        y.backward(torch.ones_like(y))
+
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            step()
+        torch.cuda.synchronize()
+    ka = prof.key_averages()
+    print(ka.table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=50),
+          file=sys.stderr)
+    print(ka.table(sort_by="self_cuda_time_total", row_limit=10, max_name_column_width=50),
+          file=sys.stderr)
 
 
 def gpu(quick: bool) -> dict:
     tokens = 16384
+    try:
+        _profile(2048, tokens)
+    except Exception as e:
+        print(f"profile failed: {type(e).__name__}: {e}", file=sys.stderr)
     times, w4, vs_torch, vs_compile, w4_fp8, w4_pure = {}, {}, {}, {}, {}, {}
     for d in (1024, 2048):
         t = _gpu_case(d, tokens, quick)

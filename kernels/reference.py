@@ -15,8 +15,10 @@ Per-row RMS int grid (QuEST convention, mid-rise, ``2^b`` levels, no zero level)
     mask = |xq - x| <= half_trust * s          (trust mask, half_trust = T in units of s)
 
 with ``a = clip_mult`` and ``step = 2a / (2^b - 1)`` rounded once to float32 on
-the host; every product and sum is rounded separately (no fused multiply-add:
-the Triton kernel is compiled with ``enable_fp_fusion=False``). The float64 sum makes the scale
+the host; divisions are true IEEE divisions (by tensors: torch's CUDA division
+by a Python scalar multiplies by the reciprocal instead); every product and sum
+is rounded separately (no fused multiply-add: the Triton kernel is compiled
+with ``enable_fp_fusion=False``). The float64 sum makes the scale
 independent of the reduction order (a float32 sum differs between torch, the
 interpreter and a GPU tree reduction in the last bit); squares of float32
 values are exact in float64, so the only rounding left is the final one to
@@ -39,13 +41,20 @@ import struct
 import torch
 
 
+def _scalar(v: float, like: torch.Tensor) -> torch.Tensor:
+    """A 0-dim float32 tensor on ``like``'s device: dividing by it is a true IEEE
+    division on every device (torch's CUDA kernels turn division by a *Python*
+    scalar into a multiplication by its reciprocal, which rounds differently)."""
+    return torch.full((), v, dtype=torch.float32, device=like.device)
+
+
 def rms_scale(x: torch.Tensor) -> torch.Tensor:
     """Per-row RMS of x (last dim) as float32, from a float64 sum of squares (0 for zero rows)."""
     xf = x.float()
     ss = (xf.double() * xf.double()).sum(-1, keepdim=True).float()
     # float64 sqrt rounded to float32 is the correctly rounded float32 sqrt; torch's
     # float32 CPU sqrt is not (it is off by one ulp for ~20% of inputs).
-    return torch.sqrt((ss / x.shape[-1]).double()).float()
+    return torch.sqrt((ss / _scalar(x.shape[-1], ss)).double()).float()
 
 
 def f32(v: float) -> float:
@@ -71,7 +80,7 @@ def int_quant_ref(x: torch.Tensor, bits: int, clip_mult: float,
     s0 = rms_scale(x)
     s = s0.clamp_min(torch.finfo(torch.float32).tiny)
     t = torch.clamp(xf / s, -a, a)
-    r = torch.round(t / step + 0.5)
+    r = torch.round(t / _scalar(step, t) + 0.5)
     xq = torch.where(s0 > 0, (r * step - step / 2) * s, 0.0)
     mask = (xq - xf).abs() <= half_trust * s
     return xq.to(x.dtype), mask
@@ -87,7 +96,7 @@ def int_codes_ref(x: torch.Tensor, bits: int, clip_mult: float):
     xf = x.float().reshape(-1, x.shape[-1])
     s0 = rms_scale(xf)
     t = torch.clamp(xf / s0.clamp_min(torch.finfo(torch.float32).tiny), -a, a)
-    r = torch.round(t / step + 0.5)
+    r = torch.round(t / _scalar(step, t) + 0.5)
     return (r - 0.5).to(torch.float8_e4m3fn), s0 * step
 
 

@@ -185,9 +185,14 @@ def _project_part(rep, x: torch.Tensor, est: Estimator, backend: str):
     return x_hat, _mask_step(mask, backend)
 
 
+# Masked backward on the Triton backend: the fused kernel (True) or torch.where (False);
+# both are one pass over g and the mask, the kernel costs a Triton launch on the CPU.
+MASK_KERNEL = True
+
+
 def _mask_step(mask: torch.Tensor, backend: str = "torch") -> BackStep:
     """Backward step ``g -> g * mask`` (one fused pass with the Triton backend)."""
-    if _use_triton(backend, mask):
+    if MASK_KERNEL and _use_triton(backend, mask):
         from raysweep.kernels import masked_grad
 
         return lambda g: masked_grad(g, mask, backend="triton")
