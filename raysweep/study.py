@@ -32,9 +32,7 @@ docs/sweep.md; the run id of a trial is a hash of its resolved config
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +47,10 @@ from raysweep.study_schema import (
     req_num,
     req_str,
 )
+from raysweep.trials import expand, run_id, train_config
+
+__all__ = ["Representation", "Resources", "Simulated", "Study", "expand", "load_study",
+           "parse_study", "run_id", "train_config"]
 
 VERSION = 1
 BACKENDS = ("train", "simulated", "replay")
@@ -447,92 +449,3 @@ def _replay(f, raw, backend):
     if not p.is_file() or p.suffix not in (".csv", ".parquet"):
         raise err(f, "replay.table", table, "an existing results table", ".csv or .parquet")
     return str(p)
-
-
-# ---------------------------------------------------------------- expansion
-
-
-def expand(study: Study) -> list[dict]:
-    """The study's trials as flat config dicts (the grid; also the active-search pool).
-
-    Each dict holds the train() config keys plus the labels of the results table
-    (``run_id``, ``study``, ``format``, ``n_params``, ``tokens_per_param``,
-    ``backend``). Tokens are resolved to an integer count ``round(r * N)`` so the
-    run id does not depend on how D was written.
-    """
-    from raysweep import sizes as sz
-
-    trials, seen = [], {}
-    for rep in study.representations:
-        rsizes = rep.sizes or study.sizes
-        if rep.tokens is not None or rep.tokens_per_param is not None:
-            tpp, toks = rep.tokens_per_param, rep.tokens
-        else:
-            tpp, toks = study.tokens_per_param, study.tokens
-        seeds = rep.seeds or study.seeds
-        for size in rsizes:
-            n_layers, d_model, n_heads = sz.resolve_size(size, study.vocab)
-            n = sz.count_params(n_layers, d_model, n_heads, study.vocab)
-            ds = [(r, max(1, round(r * n))) for r in tpp] if tpp else [(t / n, t) for t in toks]
-            for (ratio, tokens), seed in itertools.product(ds, seeds):
-                cfg = _trial(study, rep, size, (n_layers, d_model, n_heads), n, tokens, ratio, seed)
-                if cfg["run_id"] in seen:
-                    raise StudyError(
-                        f"{study.path}: representations: got trial {rep.name} size={size} "
-                        f"tokens={tokens} seed={seed} twice (sizes or entries that resolve "
-                        f"to the same model; also as {seen[cfg['run_id']]}); allowed: each "
-                        "trial once")
-                seen[cfg["run_id"]] = rep.name
-                trials.append(cfg)
-    return trials
-
-
-def _trial(study, rep, size, shape, n, tokens, ratio, seed) -> dict:
-    cfg = {
-        "study": study.name, "backend": study.backend, "format": rep.name,
-        "weights": rep.weights, "activations": rep.activations, "size": size,
-        "n_layers": shape[0], "d_model": shape[1], "n_heads": shape[2], "n_params": n,
-        "tokens": int(tokens), "tokens_per_param": float(ratio), "seed": int(seed),
-        "data": study.data, "training": dict(study.training),
-    }
-    if rep.estimator is not None:
-        cfg["training"]["estimator"] = rep.estimator
-    if study.backend == "simulated":
-        cfg["simulated"] = dataclasses.asdict(study.simulated)
-    if study.backend == "replay":
-        cfg["replay"] = study.replay
-    cfg["run_id"] = run_id(cfg)
-    return cfg
-
-
-# Keys that say where or how fast a trial runs, not what it computes: not hashed.
-_UNHASHED = ("run_id", "study", "size", "checkpoint_dir", "threads", "device")
-_UNHASHED_SIM = ("sleep_s", "fail_prob")
-
-
-def run_id(cfg: dict) -> str:
-    """Hash of the resolved trial config: sha256 of its canonical JSON, 16 hex digits.
-
-    The study name is left out (the same trial in two studies is the same
-    experiment), and so is the size string (``d32`` and ``2x32`` are one model:
-    its resolved shape is hashed), as are run-location keys (``checkpoint_dir``, ``threads``,
-    ``device``) and the simulated backend's sleep/failure injection.
-    """
-    core = {k: v for k, v in cfg.items() if k not in _UNHASHED}
-    core["training"] = {k: v for k, v in cfg.get("training", {}).items() if k not in _UNHASHED}
-    if "simulated" in core:
-        core["simulated"] = {k: v for k, v in core["simulated"].items() if k not in _UNHASHED_SIM}
-    blob = json.dumps(core, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def train_config(cfg: dict, checkpoint_dir: str | None = None, threads: int = 1) -> dict:
-    """The dict handed to :func:`raysweep.train.train` for a trial config."""
-    out = {
-        "size": cfg["size"], "weights": cfg["weights"], "activations": cfg["activations"],
-        "tokens": cfg["tokens"], "seed": cfg["seed"], "data": cfg["data"], "threads": threads,
-        **cfg.get("training", {}),
-    }
-    if checkpoint_dir:
-        out["checkpoint_dir"] = checkpoint_dir
-    return out
