@@ -17,6 +17,7 @@ from raysweep.errors import StudyError
 if TYPE_CHECKING:
     from raysweep.study import Study
 
+
 def expand(study: Study) -> list[dict]:
     """The study's trials as flat config dicts (the grid; also the active-search pool).
 
