@@ -5,13 +5,17 @@ and backward, Kaplan et al.). Device-hours need a throughput model; ours is one
 small function, :func:`tokens_per_s`, interpolating (log-log, clamped at the
 ends) the figures measured for this project:
 
-- CPU (cpu-scale.md; dense fp32, seq 128, batch 8, one 1-thread process):
-  N 23.7k -> 61k tok/s, 55.5k -> 37k, 151k -> 27k, 390k -> 14.75k.
+- CPU (dense fp32, seq 128, batch 8, 1 thread): raysweep's own ``train()``
+  measured 108k / 72k / 44k / 23k tok/s at N = 23.7k / 55.5k / 151k / 390k alone
+  (docs/benchmarks.md, "Training throughput (CPU)"); two 1-thread trials share a
+  2-core machine at about 0.8x each (cpu-scale.md: two processes give 1.6-1.9x
+  one), so we plan with 0.8x of those figures.
 - GPU (gpu.md; one H100, bf16, torch.compile, seq 512):
   N 3.4M -> 1.33M tok/s, 10.6M -> 1.06M, 30.5M -> 0.79M, 85M -> 0.44M, 154M -> 0.31M.
 
 Compressed training costs more per step (cpu-scale.md: W+A fake quantization
-1.2-1.3x, weights only ~1.1x); we divide by 1.25 and 1.1.
+1.2-1.3x, weights only ~1.1x; raysweep's layers at 2x80: W+A int4 1.2x, int4
+weights 1.08x, sparse50 weights 1.16x); we divide by 1.25 and 1.1.
 
 Packing (gpu.md, Ray Tune fractional GPUs): k trials of a small model on one
 GPU give an aggregate speed-up g(k) over one alone (3.4M: 1.86x at k=2, 2.82x
@@ -27,7 +31,8 @@ from __future__ import annotations
 import bisect
 import math
 
-CPU_POINTS = ((23_712, 61e3), (55_536, 37e3), (151_440, 27e3), (389_760, 14.75e3))
+CPU_POINTS = ((23_712, 0.8 * 108e3), (55_536, 0.8 * 72e3), (151_440, 0.8 * 44e3),
+              (389_760, 0.8 * 23e3))
 GPU_POINTS = ((3.41e6, 1.33e6), (10.6e6, 1.06e6), (30.5e6, 0.79e6), (85e6, 0.44e6),
               (154e6, 0.31e6))
 
