@@ -1,0 +1,176 @@
+"""Active search: spend a compute budget on the runs that pin the scaling law.
+
+``search: {strategy: active, ...}`` in a study replaces the full grid by a
+sequence of batches chosen one at a time (docs/active.md). The parts:
+
+- :mod:`raysweep.active_law`: the surrogate, an ensemble of decoupled-law fits
+  (randomized maximum likelihood, multi-start), giving a spread of predicted
+  losses at every candidate and target;
+- :mod:`raysweep.active_acq`: the pool, the initial design and the
+  acquisition (expected reduction of target variance per FLOP, ensemble-Kalman
+  form, pending runs handled as "kriging believers");
+- :mod:`raysweep.active_optuna`: the acquisition as an Optuna sampler over a
+  categorical ``candidate`` parameter, on a persistent RDB study (SQLite in
+  the output directory by default) so an interrupted search resumes;
+- :mod:`raysweep.active_tune`: the Ray Tune ``Searcher`` the sweep plugs in.
+
+This module holds the option parsing and the sweep's entry point
+:func:`make_searcher`; it imports neither optuna nor ray at import time.
+
+Options (``study.search``; all optional except that at most one budget is given):
+
+=================  ===========================================================
+``budget_flops``   FLOPs (6 N D summed over runs) to spend; or
+``budget_fraction`` fraction of the full grid's FLOPs (default 0.1)
+``batch``          runs in flight at once (default 4)
+``target``         ``largest`` (default: every representation at the grid's
+                   largest (N, D)) or ``{n_params: N, tokens: D}`` or a list
+``cost_exponent``  candidates are scored per (6 N D)^cost_exponent (default 1)
+``seed``           seed of the ensemble's randomness (default 0)
+``storage``        SQLAlchemy URL of the Optuna study (default: SQLite file
+                   ``active.db`` in the study's output directory)
+``ensemble``       ensemble size K (default 16, at least 4)
+``noise``          prior noise of log-loss (default 0.01)
+``target_std``     stop when every target's sd (loss units) is below this
+                   (default 0: only the budget stops the search)
+``max_failures``   failures after which a candidate is never proposed again
+                   (default 1)
+=================  ===========================================================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from raysweep.errors import StudyError
+
+OPTIONS = ("strategy", "budget_flops", "budget_fraction", "batch", "target", "cost_exponent",
+           "seed", "storage", "ensemble", "noise", "target_std", "max_failures")
+DEFAULT_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class ActiveOptions:
+    """Validated ``search`` options of the active strategy (defaults in the module doc)."""
+
+    budget_flops: float
+    batch: int = 4
+    target: tuple[tuple[float, float], ...] | None = None  # None = grid's largest (N, D)
+    cost_exponent: float = 1.0
+    seed: int = 0
+    storage: str | None = None
+    ensemble: int = 16
+    noise: float = 0.01
+    target_std: float = 0.0
+    max_failures: int = 1
+
+    def design_kwargs(self) -> dict:
+        """Keyword arguments of :class:`raysweep.active_acq.ActiveDesign`."""
+        return {"target": self.target, "cost_exponent": self.cost_exponent,
+                "ensemble": self.ensemble, "noise": self.noise, "target_std": self.target_std,
+                "max_failures": self.max_failures, "seed": self.seed}
+
+
+def _bad(key: str, value: Any, allowed: str) -> StudyError:
+    return StudyError(f"search.{key}: got {value!r}; allowed: {allowed}")
+
+
+def _num(search: dict, key: str, default, lo: float, hi: float = math.inf, *,
+         integer: bool = False, open_lo: bool = False):
+    v = search.get(key, default)
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    ok = ok and (v > lo if open_lo else v >= lo) and v <= hi
+    ok = ok and (not integer or float(v).is_integer())
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        bound = f"> {lo}" if open_lo else f">= {lo}"
+        raise _bad(key, v, f"{kind} {bound}" + (f" and <= {hi}" if hi < math.inf else ""))
+    return int(v) if integer else float(v)
+
+
+def _target(v) -> tuple[tuple[float, float], ...] | None:
+    if v is None or v == "largest":
+        return None
+    items = v if isinstance(v, list) else [v]
+    out = []
+    for t in items:
+        if not (isinstance(t, dict) and set(t) == {"n_params", "tokens"}
+                and all(isinstance(t[k], (int, float)) and not isinstance(t[k], bool)
+                        and t[k] > 0 for k in t)):
+            raise _bad("target", v, "'largest', {n_params: N, tokens: D} with N, D > 0, "
+                                    "or a list of such mappings")
+        out.append((float(t["n_params"]), float(t["tokens"])))
+    if not out:
+        raise _bad("target", v, "'largest' or a non-empty list of {n_params, tokens}")
+    return tuple(out)
+
+
+def pool_flops(pool: list[dict]) -> float:
+    """FLOPs of the full grid: sum of 6 N D over the pool."""
+    return float(sum(6.0 * float(r["n_params"]) * float(r["tokens"]) for r in pool))
+
+
+def parse_options(search: dict, pool: list[dict]) -> ActiveOptions:
+    """Validate ``study.search`` for the active strategy; raise StudyError naming the key."""
+    if not isinstance(search, dict):
+        raise StudyError(f"search: got {search!r}; allowed: a mapping {{strategy: active, ...}}")
+    unknown = sorted(set(search) - set(OPTIONS))
+    if unknown:
+        raise _bad(unknown[0], search[unknown[0]], "one of " + ", ".join(OPTIONS))
+    if search.get("strategy", "active") != "active":
+        raise _bad("strategy", search.get("strategy"), "active")
+    if not pool:
+        raise StudyError("search: the study expands to no trials; allowed: a non-empty grid")
+    if "budget_flops" in search and "budget_fraction" in search:
+        raise _bad("budget_fraction", search["budget_fraction"],
+                   "either budget_flops or budget_fraction, not both")
+    if "budget_flops" in search:
+        budget = _num(search, "budget_flops", None, 0, open_lo=True)
+    else:
+        budget = _num(search, "budget_fraction", DEFAULT_FRACTION, 0, 1, open_lo=True)
+        budget *= pool_flops(pool)
+    storage = search.get("storage")
+    if storage is not None and not (isinstance(storage, str) and "://" in storage):
+        raise _bad("storage", storage, "a SQLAlchemy URL such as sqlite:///path/active.db "
+                                       "or postgresql://user@host/db")
+    return ActiveOptions(
+        budget_flops=budget,
+        batch=_num(search, "batch", 4, 1, integer=True),
+        target=_target(search.get("target")),
+        cost_exponent=_num(search, "cost_exponent", 1.0, 0, 4),
+        seed=_num(search, "seed", 0, 0, integer=True),
+        storage=storage,
+        ensemble=_num(search, "ensemble", 16, 4, 1024, integer=True),
+        noise=_num(search, "noise", 0.01, 0, 1, open_lo=True),
+        target_std=_num(search, "target_std", 0.0, 0),
+        max_failures=_num(search, "max_failures", 1, 1, integer=True),
+    )
+
+
+def default_storage(out_dir: str | Path) -> str:
+    """SQLite URL of the Optuna study inside the study's output directory."""
+    p = Path(out_dir).resolve()
+    p.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{p / 'active.db'}"
+
+
+def make_searcher(study, pool: list[dict], out_dir: str | Path):
+    """The Ray Tune Searcher of ``search: {strategy: active}`` (the sweep's entry point).
+
+    ``study``: a :class:`raysweep.study.Study` (only ``name`` and ``search`` are
+    read); ``pool``: its trial configs (:func:`raysweep.study.expand`);
+    ``out_dir``: the study's output directory (holds ``active.db``). The
+    searcher hands out configs from ``pool`` (copies) and returns
+    ``Searcher.FINISHED`` when the budget is spent; run the Tuner with
+    ``num_samples=-1`` (or ``len(pool)``) and let the searcher end the run.
+    """
+    from raysweep.active_optuna import open_study
+    from raysweep.active_tune import ActiveSearcher
+
+    opts = parse_options(dict(study.search), pool)
+    storage = opts.storage or default_storage(out_dir)
+    ostudy, sampler = open_study(study.name, pool, opts, storage)
+    return ActiveSearcher(ostudy, sampler, pool, batch=opts.batch)

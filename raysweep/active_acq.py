@@ -1,0 +1,277 @@
+"""Acquisition of active search: which runs to train next, given the ones done.
+
+The candidate pool is the study's grid (one row per trial config). The
+*targets* are the quantities the user wants pinned, by default the predicted
+loss of every representation at the grid's largest (N, D), which fixes each
+rho where it matters most. Each round:
+
+1. fit the surrogate (:mod:`raysweep.active_law`) on the finished runs: an
+   ensemble of K fits gives, for every candidate c and target t, samples of
+   the predicted losses y_c, y_t;
+2. score every affordable candidate by the expected reduction of the summed
+   target variance if c were observed with noise variance s_c^2, in the
+   ensemble-Kalman form (the linear update the ensemble implies)::
+
+       gain(c) = sum_t Cov(y_c, y_t)^2 / (Var(y_c) + s_c^2)
+
+   divided by its cost (6 N D)^cost_exponent;
+3. pick a batch greedily. After each pick, and first for every run still
+   pending, the covariance is updated as if that run had been observed at its
+   predicted mean (the "kriging believer"): in the linear update the mean does
+   not enter the covariance, so this is the rank-one downdate
+   ``C <- C - C[:, c] C[c, :] / (C[c, c] + s_c^2)``; a second pick near a
+   pending run then scores what it adds beyond it, not what it duplicates;
+4. stop when no affordable candidate is left (budget) or the largest target
+   standard deviation falls below ``target_std``.
+
+Before the first fit, an initial design covers every representation at its
+cheapest (N, D), plus the dense reference at three (N, D) points spanning two
+N and two D, so the dense law (and every rho relative to it) is identifiable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from raysweep.active_law import DecoupledEnsemble, Posterior
+
+IDENTITY = {"", "bf16", "none", "fp32", "fp16", "dense"}
+
+
+def row_label(row: dict) -> str:
+    """A pool row's representation label: ``format`` if set, else ``"<w>|<a>"``."""
+    if row.get("format"):
+        return str(row["format"])
+    return f"{row.get('weights', 'bf16')}|{row.get('activations', 'bf16')}"
+
+
+def row_is_dense(row: dict) -> bool:
+    """Identity on both roles (or, without spec columns, a dense-looking label)."""
+    if "weights" in row or "activations" in row:
+        return (str(row.get("weights", "bf16")).lower() in IDENTITY
+                and str(row.get("activations", "bf16")).lower() in IDENTITY)
+    return str(row.get("format", "")).lower() in IDENTITY
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The candidate runs as arrays, plus the target points appended after them.
+
+    Rows ``0 .. n_pool-1`` are candidates; rows ``n_pool ..`` are targets (one
+    per label and target (N, D)), which are predicted but never run.
+    """
+
+    labels: tuple[str, ...]
+    fmt: np.ndarray
+    n: np.ndarray
+    d: np.ndarray
+    n_pool: int
+    ref: int
+    targets: tuple[tuple[str, float, float], ...] = field(default=())
+
+    @property
+    def cost(self) -> np.ndarray:
+        """FLOPs of each candidate, 6 N D (Kaplan et al. 2020)."""
+        return 6.0 * self.n[: self.n_pool] * self.d[: self.n_pool]
+
+    @property
+    def target_rows(self) -> np.ndarray:
+        return np.arange(self.n_pool, len(self.n))
+
+    @classmethod
+    def build(cls, rows: list[dict], target=None) -> Pool:
+        """From pool dicts (keys ``n_params``, ``tokens``, ``format`` or specs).
+
+        ``target``: None for the grid's largest (N, D) (largest N, then the
+        largest D among rows at that N), or a list of (n_params, tokens) points.
+        Every label gets a target at every target point.
+        """
+        labels, fmt, dense = [], [], {}
+        for r in rows:
+            lab = row_label(r)
+            if lab not in dense:
+                labels.append(lab)
+                dense[lab] = row_is_dense(r)
+            fmt.append(labels.index(lab))
+        n = np.array([float(r["n_params"]) for r in rows])
+        d = np.array([float(r["tokens"]) for r in rows])
+        if target is None:
+            n_max = n.max()
+            target = [(n_max, d[n == n_max].max())]
+        ref = next((i for i, lab in enumerate(labels) if dense[lab]), -1)
+        tg = tuple((lab, float(tn), float(td)) for tn, td in target for lab in labels)
+        return cls(
+            labels=tuple(labels),
+            fmt=np.array(fmt + [labels.index(t[0]) for t in tg], int),
+            n=np.concatenate([n, [t[1] for t in tg]]),
+            d=np.concatenate([d, [t[2] for t in tg]]),
+            n_pool=len(rows), ref=ref, targets=tg,
+        )
+
+    def initial_design(self) -> list[int]:
+        """Cheapest run of every label, plus dense at 3 (N, D) points (see module doc)."""
+        cost = self.cost
+        order = np.argsort(cost, kind="stable")
+        fmt = self.fmt[: self.n_pool]
+        picks = [int(order[np.flatnonzero(fmt[order] == f)[0]])
+                 for f in range(len(self.labels)) if np.any(fmt == f)]
+        ref = self.ref if self.ref >= 0 else int(fmt[order[0]])
+        rows = [int(i) for i in order if fmt[i] == ref]
+        chosen = [rows[0]]
+
+        def add(pred):
+            for i in rows:
+                if (self.n[i], self.d[i]) not in {(self.n[j], self.d[j]) for j in chosen} \
+                        and pred(i):
+                    chosen.append(i)
+                    return
+
+        add(lambda i: self.n[i] != self.n[chosen[0]])  # a second N
+        add(lambda i: self.d[i] not in {self.d[j] for j in chosen})  # a second D
+        while len(chosen) < 3 and len(chosen) < len({(self.n[i], self.d[i]) for i in rows}):
+            add(lambda i: True)
+        return list(dict.fromkeys(picks + chosen))
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """The next runs to start (pool indices) and why the list may be short."""
+
+    picks: list[int]
+    reason: str  # "initial" | "acquired" | "budget" | "target_std" | "exhausted" | "waiting"
+    target_std: float = float("nan")  # largest target sd (loss units), from observed runs
+
+
+class ActiveDesign:
+    """Stateless-per-call acquisition over a fixed pool (state lives with the caller).
+
+    The caller (the Optuna sampler, or an in-process loop) passes what it knows:
+    ``observed`` {pool index: final loss}, ``pending`` indices, ``failed``
+    {pool index: number of failures}. Runs that failed ``max_failures`` times
+    are not proposed again; every failed attempt counts as spent.
+    """
+
+    def __init__(self, rows: list[dict], budget_flops: float, *, target=None,
+                 cost_exponent: float = 1.0, ensemble: int = 16, noise: float = 0.01,
+                 target_std: float = 0.0, max_failures: int = 1, seed: int = 0,
+                 surrogate=None):
+        self.pool = Pool.build(rows, target)
+        self.budget = float(budget_flops)
+        self.cost_exponent = float(cost_exponent)
+        self.k = int(ensemble)
+        self.target_std = float(target_std)
+        self.max_failures = int(max_failures)
+        self.seed = int(seed)
+        p = self.pool
+        self.surrogate = surrogate or DecoupledEnsemble(
+            np.log(p.n), np.log(p.d), p.fmt, p.labels, p.ref, noise=noise)
+        self.init = p.initial_design()
+        self._cache: tuple[tuple, Posterior] | None = None
+
+    def spent(self, observed, pending=(), failed=None) -> float:
+        """FLOPs committed: finished + pending + every failed attempt."""
+        c = self.pool.cost
+        fails = sum(c[i] * k for i, k in (failed or {}).items())
+        return float(sum(c[i] for i in observed) + sum(c[i] for i in pending) + fails)
+
+    def posterior(self, observed: dict[int, float], k: int | None = None) -> Posterior:
+        """Surrogate fit on ``observed`` with predictions at every pool and target row."""
+        k = self.k if k is None else k
+        key = (tuple(sorted(observed.items())), k)
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        idx = np.array(sorted(observed), int)
+        rng = np.random.default_rng([self.seed, len(idx)])
+        post = self.surrogate.posterior(idx, np.array([observed[i] for i in idx]),
+                                        np.arange(len(self.pool.n)), k, rng)
+        self._cache = (key, post)
+        return post
+
+    def predict_targets(self, observed: dict[int, float]) -> dict[str, float]:
+        """Central predicted loss per target, keyed ``"<label>@N=..,D=.."``."""
+        post = self.posterior(observed, k=0)
+        return {f"{lab}@N={n:.4g},D={d:.4g}": float(post.central[self.pool.n_pool + j])
+                for j, (lab, n, d) in enumerate(self.pool.targets)}
+
+    def propose(self, observed: dict[int, float], pending=(), failed=None,
+                n: int = 1) -> Proposal:
+        """Up to ``n`` new pool indices to run next (see the module docstring)."""
+        failed = failed or {}
+        pending = list(pending)
+        left = self.budget - self.spent(observed, pending, failed)
+        cost = self.pool.cost
+        busy = set(observed) | set(pending) | {i for i, k in failed.items()
+                                               if k >= self.max_failures}
+        free = np.ones(self.pool.n_pool, bool)
+        free[list(busy)] = False
+        if not free.any():
+            return Proposal([], "exhausted")
+        init = [i for i in self.init if free[i]]
+        if init:
+            picks = []
+            for i in init:
+                if len(picks) < n and cost[i] <= left:
+                    picks.append(i)
+                    left -= cost[i]
+            return Proposal(picks, "initial" if picks else "budget")
+        if len(observed) < 2:
+            return Proposal([], "waiting")
+        return self._acquire(observed, pending, free, left, n)
+
+    def _acquire(self, observed, pending, free, left, n) -> Proposal:
+        post = self.posterior(observed)
+        cov = np.cov(post.members, rowvar=False)
+        tg = self.pool.target_rows
+        sd_now = float(np.sqrt(np.max(np.diag(cov)[tg])))
+        if sd_now <= self.target_std:
+            return Proposal([], "target_std", sd_now)
+        noise = (post.central * post.sigma) ** 2  # loss-space noise variance per row
+        for i in pending:
+            cov = _believe(cov, i, noise[i])
+        cost = self.pool.cost
+        weight = cost ** -self.cost_exponent
+        picks = []
+        for _ in range(n):
+            ok = np.flatnonzero(free & (cost <= left))
+            if not len(ok):
+                break
+            gain = (cov[np.ix_(ok, tg)] ** 2).sum(1) / (np.diag(cov)[ok] + noise[ok])
+            c = int(ok[np.argmax(gain * weight[ok])])
+            picks.append(c)
+            free[c] = False
+            left -= cost[c]
+            cov = _believe(cov, c, noise[c])
+        return Proposal(picks, "acquired" if picks else "budget", sd_now)
+
+
+def _believe(cov: np.ndarray, c: int, noise_var: float) -> np.ndarray:
+    """Covariance after observing row ``c`` with noise ``noise_var`` (rank-one downdate)."""
+    v = cov[:, c]
+    return cov - np.outer(v, v) / (v[c] + noise_var)
+
+
+def run_in_process(design: ActiveDesign, oracle, batch: int = 4, max_rounds: int = 1000,
+                   on_round=None) -> dict[int, float]:
+    """Synchronous loop without Ray or Optuna: propose a batch, observe it, repeat.
+
+    ``oracle(i) -> loss`` answers pool index ``i`` (``None`` or NaN = failed).
+    ``on_round(observed, spent)`` is called after every batch (benchmarks use it
+    to record error against spent FLOPs). Returns {pool index: loss}.
+    """
+    observed: dict[int, float] = {}
+    failed: dict[int, int] = {}
+    for _ in range(max_rounds):
+        prop = design.propose(observed, (), failed, n=batch)
+        if not prop.picks:
+            break
+        for i in prop.picks:
+            y = oracle(i)
+            if y is None or not np.isfinite(y):
+                failed[i] = failed.get(i, 0) + 1
+            else:
+                observed[i] = float(y)
+        if on_round is not None:
+            on_round(dict(observed), design.spent(observed, (), failed))
+    return observed
