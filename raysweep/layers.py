@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raysweep import kernels
 from raysweep.errors import RaysweepError
 
 ESTIMATORS = ("auto", "ste", "trust", "mask", "rbbm:A")
@@ -143,14 +144,19 @@ def _is_sparse(rep) -> bool:
 
 
 def _hadamard_of(rep) -> tuple[int | None, object]:
-    """(block size, un-rotated representation) for ``@h`` specs, else (None, rep)."""
-    spec = getattr(rep, "spec", "")
-    if "@h" not in spec.split("+")[0] or not hasattr(rep, "grid"):
+    """(block size, un-rotated representation) for ``@h`` specs, else (None, rep).
+
+    The layer rotates itself (so the trust mask of the inner grid is applied in
+    the rotated domain) and projects by the same spec without ``@h``.
+    """
+    parts = getattr(rep, "spec", "").split("@")
+    if "h" not in parts[1:]:
         return None, rep
     from raysweep.formats import parse
 
-    inner = parse("@".join(p for p in spec.split("@") if p != "h"))
-    return int(getattr(rep, "hadamard", 128) or 128), inner
+    h = getattr(rep, "hadamard", None)
+    block = h if isinstance(h, int) and not isinstance(h, bool) and h >= 2 else 128
+    return block, parse("@".join(p for p in parts if p != "h"))
 
 
 def _project_part(rep, x: torch.Tensor, est: Estimator, backend: str):
@@ -174,10 +180,9 @@ def _project_part(rep, x: torch.Tensor, est: Estimator, backend: str):
         return x_hat, _mask_step(keep, backend)
 
     grid = getattr(rep, "grid", None)
-    if grid is not None and grid[0] == "int" and _use_triton(backend, x):
-        from raysweep.kernels import int_quant
-
-        x_hat, mask = int_quant(x, grid[1], grid[2], backend="triton")
+    # int1 has a wider trust region in QuEST (paper.md §5): its mask stays with formats.
+    if grid is not None and grid[0] == "int" and grid[1] >= 2 and _use_triton(backend, x):
+        x_hat, mask = kernels.int_quant(x, grid[1], grid[2], backend="triton")
     else:
         x_hat, mask = rep.project(x)
     if est.kind == "ste" or mask is None:
@@ -193,9 +198,7 @@ MASK_KERNEL = True
 def _mask_step(mask: torch.Tensor, backend: str = "torch") -> BackStep:
     """Backward step ``g -> g * mask`` (one fused pass with the Triton backend)."""
     if MASK_KERNEL and _use_triton(backend, mask):
-        from raysweep.kernels import masked_grad
-
-        return lambda g: masked_grad(g, mask, backend="triton")
+        return lambda g: kernels.masked_grad(g, mask, backend="triton")
     return lambda g: torch.where(mask.bool(), g, torch.zeros((), dtype=g.dtype, device=g.device))
 
 
@@ -203,18 +206,35 @@ def _sparse_project(rep, x: torch.Tensor, backend: str):
     """(x_hat, keep mask) of a sparsity part; Triton top-k / N:M where selected."""
     nm = getattr(rep, "nm", None)
     if _use_triton(backend, x) and x.dim() >= 1:
-        from raysweep.kernels import nm_mask, topk_mask
-
         if nm is not None and x.shape[-1] % nm[1] == 0:
-            keep = nm_mask(x, nm[0], nm[1], backend="triton")
+            keep = kernels.nm_mask(x, nm[0], nm[1], backend="triton")
             return x * keep, keep
-        if nm is None and getattr(rep, "per_row", True) and x.shape[-1] >= 8:
-            k = x.shape[-1] - int(round(rep.sparsity * x.shape[-1]))
-            keep = topk_mask(x, k, backend="triton")
+        k = _keep_count(rep, x.shape[-1]) if nm is None else None
+        if k is not None:
+            keep = kernels.topk_mask(x, k, backend="triton")
             return x * keep, keep
     x_hat, mask = rep.project(x)
     keep = mask if mask is not None else (x_hat != 0) | (x == 0)
     return x_hat, keep
+
+
+_KEEP_COUNTS: dict = {}
+
+
+def _keep_count(rep, n: int) -> int | None:
+    """Entries per row the representation keeps at row length n, or None if not per row.
+
+    Asked of the representation itself (projecting two rows of distinct magnitudes
+    once per (spec, n)), so the Triton top-k keeps exactly what ``rep.project``
+    keeps, whatever rounding rule and tiny-row policy formats uses.
+    """
+    key = (getattr(rep, "spec", id(rep)), n)
+    if key not in _KEEP_COUNTS:
+        probe = torch.arange(1, 2 * n + 1, dtype=torch.float32).reshape(2, n)
+        x_hat, _ = rep.project(probe)
+        kept = (x_hat != 0).sum(-1).tolist()
+        _KEEP_COUNTS[key] = kept[0] if kept[0] == kept[1] and 0 < kept[0] < n else None
+    return _KEEP_COUNTS[key]
 
 
 def rbbm_mask(x: torch.Tensor, keep: torch.Tensor, a: float) -> torch.Tensor:
@@ -329,15 +349,13 @@ class _FP8Linear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        from raysweep.kernels import masked_grad
-
         xh, wh, mx, mw = ctx.saved_tensors
         g2 = g.reshape(-1, g.shape[-1]).to(torch.bfloat16)
         gx = g2 @ wh
         gw = g2.t() @ xh
         if not ctx.ste:
-            gx = masked_grad(gx, mx, backend="triton")
-            gw = masked_grad(gw, mw, backend="triton")
+            gx = kernels.masked_grad(gx, mx, backend="triton")
+            gw = kernels.masked_grad(gw, mw, backend="triton")
         return gx.reshape(*g.shape[:-1], wh.shape[1]), gw.to(ctx.w_dtype), None, None, None
 
 
