@@ -23,7 +23,9 @@ from __future__ import annotations
 import enum
 import math
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 
@@ -219,11 +221,17 @@ def _bootstrap(model, design, theta, k, seed, delta, workers) -> np.ndarray:
     workers = max(1, min(workers, os.cpu_count() or 1, k))
     chunks = [index_sets[i::workers] for i in range(workers)]
     tasks = [(model, design, theta, delta, c) for c in chunks]
-    if workers == 1:
-        results = [_refit_chunk(tasks[0])]
-    else:  # spawn: safe even when the caller holds threads (torch, ray)
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            results = list(pool.map(_refit_chunk, tasks))
+    results = None
+    if workers > 1:
+        # fork is fast; spawn is safe when the caller holds threads (torch, ray loaded)
+        method = "spawn" if {"torch", "ray"} & set(sys.modules) else "fork"
+        try:
+            with ProcessPoolExecutor(workers, mp_context=get_context(method)) as pool:
+                results = list(pool.map(_refit_chunk, tasks))
+        except (BrokenProcessPool, OSError):  # e.g. spawn from a REPL: no importable __main__
+            results = None
+    if results is None:
+        results = [_refit_chunk(t) for t in tasks]
     out = np.empty((k, len(theta)))
     for w, res in enumerate(results):
         out[w::workers] = np.array(res)

@@ -64,14 +64,22 @@ class Design:
     row_parts: tuple[tuple[Part, ...], ...]
     families: tuple[str, ...]
     notes: tuple[str, ...] = field(default=())
+    cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def n(self) -> int:
         return len(self.log_n)
 
+    def memo(self, key, fn):
+        """``fn()`` computed once per design (laws cache their row-index arrays here)."""
+        if key not in self.cache:
+            self.cache[key] = fn()
+        return self.cache[key]
+
     @property
     def dense(self) -> np.ndarray:
-        return np.array([len(p) == 0 for p in self.row_parts], dtype=bool)
+        return self.memo("dense", lambda: np.array([len(p) == 0 for p in self.row_parts],
+                                                   dtype=bool))
 
     def take(self, idx: np.ndarray) -> Design:
         """The design restricted to (or resampled at) row indices ``idx``."""
@@ -84,6 +92,9 @@ class Design:
 
     def part_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Flattened parts: (row index, family index, GMSE, role index)."""
+        return self.memo("parts", self._part_arrays)
+
+    def _part_arrays(self):
         fam_index = {f: i for i, f in enumerate(self.families)}
         rows, fams, gm, roles = [], [], [], []
         for i, parts in enumerate(self.row_parts):
@@ -156,10 +167,20 @@ def _column_parts(row: pd.Series, role: str) -> tuple[Part, ...]:
                        f"{role!r} column)")
     bits = row.get(f"bits_{role}", math.nan)
     spec = row.get(role, "")
+    if spec is None or pd.isna(spec) or spec == "":
+        spec = _label_side(row, role)
     sparsity = _sparsity_from_text(str(spec)) if fam == "sparse" else math.nan
     return (Part(role, "" if pd.isna(spec) else str(spec), str(fam), float(g),
                  float(bits) if bits is not None and not pd.isna(bits) else math.nan,
                  sparsity),)
+
+
+def _label_side(row: pd.Series, role: str) -> str:
+    """The role's spec text from a ``"<weights>|<activations>"`` format label, else ""."""
+    fmt = row.get("format")
+    if isinstance(fmt, str) and fmt.count("|") == 1:
+        return fmt.split("|")[ROLES.index(role)]
+    return ""
 
 
 def _sparsity_from_text(spec: str) -> float:

@@ -143,15 +143,24 @@ class Decoupled(Law):
     def cap_grid(self) -> np.ndarray:
         return np.array([[v] * len(self.labels) for v in (-3.0, -1.0, -0.2)])
 
-    def log_rho(self, cap, design):
+    def _index(self, design: Design) -> np.ndarray:
+        """Per row: the index of its label in ``self.labels``, -1 for dense rows."""
         index = {lab: i for i, lab in enumerate(self.labels)}
-        lr, J = np.zeros(design.n), np.zeros((design.n, len(cap)))
+        out = np.full(design.n, -1)
         for r, (lab, parts) in enumerate(zip(design.labels, design.row_parts)):
             if parts:
                 if lab not in index:
                     raise FitError(f"decoupled law: format {lab!r} was not in the fitted table "
                                    f"(fitted: {list(self.labels)})")
-                lr[r], J[r, index[lab]] = cap[index[lab]], 1.0
+                out[r] = index[lab]
+        return out
+
+    def log_rho(self, cap, design):
+        idx = design.memo(("decoupled", self.labels), lambda: self._index(design))
+        lr, J = np.zeros(design.n), np.zeros((design.n, len(cap)))
+        rows = np.flatnonzero(idx >= 0)
+        lr[rows] = cap[idx[rows]]
+        J[rows, idx[rows]] = 1.0
         return lr, J
 
 
@@ -310,8 +319,8 @@ class Kumar(Law):
     def rows_used(self, design):
         return np.array([all(p.family != "sparse" for p in parts) for parts in design.row_parts])
 
-    def log_rho(self, cap, design):
-        lr, J = np.zeros(design.n), np.zeros((design.n, len(cap)))
+    def _parts(self, design: Design) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows, roles, bits = [], [], []
         for r, parts in enumerate(design.row_parts):
             for p in parts:
                 if p.family == "sparse":
@@ -319,10 +328,17 @@ class Kumar(Law):
                 if p.role not in self.roles or not math.isfinite(p.bits):
                     raise FitError(f"kumar law: needs bits for {p.role} spec {p.spec!r} "
                                    f"(a bits_{p.role} column or a parseable spec)")
-                j = self.roles.index(p.role)
-                z = p.bits / math.exp(cap[j])
-                lr[r] += math.log(-math.expm1(-z))
-                J[r, j] += -z / math.expm1(z)
+                rows.append(r)
+                roles.append(self.roles.index(p.role))
+                bits.append(p.bits)
+        return np.array(rows, int), np.array(roles, int), np.array(bits, float)
+
+    def log_rho(self, cap, design):
+        rows, roles, bits = design.memo(("kumar", self.roles), lambda: self._parts(design))
+        lr, J = np.zeros(design.n), np.zeros((design.n, len(cap)))
+        z = bits / np.exp(cap[roles]) if len(rows) else np.zeros(0)
+        np.add.at(lr, rows, np.log(-np.expm1(-z)))
+        np.add.at(J, (rows, roles), -z / np.expm1(z))
         return lr, J
 
     def params(self, theta):
@@ -359,6 +375,9 @@ class Frantar(Law):
                          and len(parts) <= 1 for parts in design.row_parts])
 
     def _l1ms(self, design: Design) -> np.ndarray:
+        return design.memo("frantar", lambda: self._l1ms_rows(design))
+
+    def _l1ms_rows(self, design: Design) -> np.ndarray:
         out = np.zeros(design.n)
         for r, parts in enumerate(design.row_parts):
             for p in parts:

@@ -79,7 +79,7 @@ def polish(obj: Objective, x0: np.ndarray, maxiter: int = 2000) -> tuple[np.ndar
     lo, hi = np.array(obj.bounds()).T
     x0 = np.clip(np.asarray(x0, float), lo, hi)
     res = minimize(obj, x0, jac=True, method="L-BFGS-B", bounds=obj.bounds(),
-                   options={"maxiter": maxiter, "ftol": 1e-15, "gtol": 1e-10, "maxcor": 30})
+                   options={"maxiter": maxiter, "ftol": 1e-13, "gtol": 1e-9, "maxcor": 30})
     return res.x, float(res.fun)
 
 

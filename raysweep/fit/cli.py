@@ -1,0 +1,84 @@
+"""``raysweep fit TABLE [--law LAW] [--bootstrap K] [--holdout EXPR] [--json OUT]``.
+
+Prints a short human-readable summary; ``--json OUT`` writes exactly the
+contract's fields (docs/architecture.md, "Fit — contract") atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+
+def clean_json(obj):
+    """Replace NaN/inf by None (JSON has no NaN) and numpy scalars by Python ones."""
+    if isinstance(obj, dict):
+        return {str(k): clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_json(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_atomic(path: str | Path, text: str | bytes) -> Path:
+    """Write to a temp file in the same directory, then ``os.replace``: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode() if isinstance(text, str) else text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | Path, obj: dict) -> Path:
+    return write_atomic(path, json.dumps(clean_json(obj), indent=2) + "\n")
+
+
+def summary(res) -> str:
+    """A few lines: law, status, parameters with intervals, errors, flags."""
+    lines = [f"law {res.law}: {res.n_points} points, status {res.status.value}"]
+    for name, v in res.params.items():
+        lines.append(f"  {name:>16} = {_interval(v, res.ci.get(name))}")
+    for fam, ps in res.capacity.items():
+        for name, v in ps.items():
+            lines.append(f"  {fam + '.' + name:>16} = {_interval(v, res.ci.get(f'{fam}.{name}'))}")
+    for lab, r in res.rho.items():
+        lines.append(f"  rho[{lab}] = {_interval(r, res.ci.get(f'rho[{lab}]'))}")
+    fe, he = res.fit_error, res.holdout_error
+    lines.append(f"  fit error: rmse_log {fe['rmse_log']:.4g}, rmse {fe['rmse']:.4g}")
+    if he["n"]:
+        lines.append(f"  holdout ({he['n']} rows): rmse_log {he['rmse_log']:.4g}, "
+                     f"rmse {he['rmse']:.4g}")
+    lines += [f"  flag {k}: {v}" for k, v in res.flags.items()]
+    lines += [f"  note: {n}" for n in res.notes]
+    return "\n".join(lines)
+
+
+def _interval(v, ci) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.4g}" + (f"  [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "")
+
+
+def cmd_fit(args) -> int:
+    from raysweep.fit import fit_table, read_table
+
+    df = read_table(args.table)
+    res = fit_table(df, law=args.law, bootstrap=args.bootstrap, holdout=args.holdout,
+                    seed=getattr(args, "seed", 0))
+    print(summary(res))
+    if args.json:
+        write_json(args.json, res.to_json())
+        print(f"wrote {args.json}")
+    return 0
