@@ -1,0 +1,291 @@
+"""``raysweep report STUDY_DIR``: fit.json, report.md, report.html and plots/*.png.
+
+``make_report(study_dir, bootstrap=50)`` reads the study's results table,
+fits the unified law and the decoupled law (one free rho per format) with
+bootstrap intervals, the other laws for comparison (no bootstrap), checks
+composability, draws the plots and writes:
+
+- ``fit.json``: the unified fit's contract fields at the top level (law,
+  n_points, params, capacity, rho, ci, fit_error, holdout_error) plus
+  ``status``, ``flags`` and ``notes``; ``decoupled`` (same fields);
+  ``composability`` (see :mod:`raysweep.fit.compose`); ``laws`` (error and
+  status of every law that could be fitted); ``formats`` (GMSE, bits and runs
+  per format);
+- ``report.md`` (plots linked from ``plots/``) and ``report.html`` (plots
+  embedded as base64: one self-contained file).
+
+It says plainly what the data does not resolve: parameters flagged
+``not_identified`` or with wide intervals, and formats whose rho interval
+includes 1 (no measurable loss gap to dense; docs/cpu-scale notes).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+
+from raysweep.errors import FitError, RaysweepError
+
+OTHER_LAWS = ("chinchilla", "unified-logistic", "unified-logistic2", "kumar", "frantar")
+
+
+def _table_path(study_dir: Path) -> Path:
+    for name in ("results.parquet", "results.csv"):
+        if (study_dir / name).exists():
+            return study_dir / name
+    raise FitError(f"study dir {str(study_dir)!r} has no results.parquet or results.csv")
+
+
+def _study_name(study_dir: Path) -> str:
+    p = study_dir / "study.yaml"
+    if p.exists():
+        import yaml
+
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+            if isinstance(data, dict) and data.get("name"):
+                return str(data["name"])
+        except yaml.YAMLError:
+            pass
+    return study_dir.resolve().name
+
+
+def _fit(df, law, bootstrap, seed=0):
+    from raysweep.fit import fit_table
+
+    try:
+        return fit_table(df, law=law, bootstrap=bootstrap, seed=seed), None
+    except RaysweepError as exc:
+        return None, str(exc)
+
+
+def _fit_json(res, err) -> dict:
+    if res is None:
+        return {"error": err}
+    return {**res.to_json(), "status": res.status.value, "flags": res.flags,
+            "notes": list(res.notes)}
+
+
+def make_report(study_dir, bootstrap: int = 50) -> Path:
+    """Fit, plot and write the report files into ``study_dir``; returns report.md's path."""
+    from raysweep.fit import make_design, read_table
+    from raysweep.fit import plots as P
+    from raysweep.fit.cli import write_atomic, write_json
+    from raysweep.fit.compose import composability
+    from raysweep.fit.data import clean_rows
+
+    study_dir = Path(study_dir)
+    df = read_table(_table_path(study_dir))
+    df, _ = clean_rows(df)
+    design = make_design(df, clean=False)
+    unified, u_err = _fit(df, "unified", bootstrap)
+    decoupled, d_err = _fit(df, "decoupled", bootstrap)
+    laws = {"unified": _law_row(unified, u_err), "decoupled": _law_row(decoupled, d_err)}
+    for law in OTHER_LAWS:
+        laws[law] = _law_row(*_fit(df, law, 0))
+    comp = (composability(design, decoupled.rho, decoupled.ci) if decoupled else
+            {"note": f"no decoupled fit: {d_err}", "entries": [], "matrices": []})
+    formats = _formats(df, design, unified, decoupled)
+
+    plots_dir = study_dir / "plots"
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    figs = [("loss_vs_n", "Loss vs N per format, with the fitted unified law",
+             lambda p: P.loss_vs_n(df, design, unified or decoupled, p))]
+    if design.families:
+        figs.append(("rho_vs_gmse", "Capacity vs effective bits, fitted curve per family",
+                     lambda p: P.rho_vs_gmse(design, unified, decoupled, p)))
+    if comp.get("matrices"):
+        figs.append(("composability", "Composability: measured, product, difference",
+                     lambda p: P.composability(comp["matrices"], p)))
+    figs.append(("pareto", "Loss vs bits per weight (Pareto view)",
+                 lambda p: P.pareto(df, design, p)))
+    if unified or decoupled:
+        figs.append(("residuals", "Predicted vs observed loss",
+                     lambda p: P.residuals(design, unified or decoupled, p)))
+    images = [(title, draw(plots_dir / f"{name}.png")) for name, title, draw in figs]
+
+    fit_json = {**_fit_json(unified, u_err), "law": "unified", "decoupled":
+                _fit_json(decoupled, d_err), "composability": comp, "laws": laws,
+                "formats": formats}
+    write_json(study_dir / "fit.json", fit_json)
+    blocks = _blocks(_study_name(study_dir), df, unified, u_err, decoupled, comp, laws, formats,
+                     images, bootstrap)
+    write_atomic(study_dir / "report.md", _markdown(blocks, study_dir))
+    write_atomic(study_dir / "report.html", _html(blocks))
+    return study_dir / "report.md"
+
+
+def _law_row(res, err) -> dict:
+    if res is None:
+        return {"error": err}
+    return {"n_points": res.n_points, **res.fit_error, "status": res.status.value}
+
+
+def _formats(df, design, unified, decoupled) -> dict:
+    from raysweep.fit.plots import bits_per_weight
+
+    bits = bits_per_weight(df, design)
+    out: dict = {}
+    for i, lab in enumerate(design.labels):
+        if lab in out:
+            out[lab]["runs"] += 1
+            continue
+        parts = design.row_parts[i]
+        out[lab] = {
+            "parts": [{"role": p.role, "spec": p.spec, "family": p.family, "gmse": p.gmse}
+                      for p in parts],
+            "bits_weights": float(bits[i]), "runs": 1,
+            "rho_unified": unified.rho.get(lab) if unified else None,
+            "rho_free": decoupled.rho.get(lab) if decoupled else None,
+            "rho_free_ci": decoupled.ci.get(f"rho[{lab}]") if decoupled else None,
+        }
+    return out
+
+
+def _fmt(v, digits=4) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{v:.{digits}g}"
+
+
+def _ci(ci) -> str:
+    return f"[{_fmt(ci[0], 3)}, {_fmt(ci[1], 3)}]" if ci else "-"
+
+
+def _blocks(name, df, uni, u_err, dec, comp, laws, formats, images, bootstrap) -> list:
+    """The report as blocks: ("h", level, text) ("p", text) ("ul", items) ("table", head, rows)
+    ("img", title, path)."""
+    b: list = [("h", 1, f"raysweep report: {name}"),
+               ("p", f"{len(df)} finished runs, {len(formats)} formats, model sizes "
+                     f"{sorted({int(x) for x in df['n_params']})}, token counts "
+                     f"{sorted({int(x) for x in df['tokens']})}. Intervals: 95% percentile "
+                     f"bootstrap over runs ({bootstrap} replicates, resampled within each "
+                     "format).")]
+    b += [("h", 2, "What this data resolves")] + _resolution(uni, u_err, dec, formats)
+    if uni is not None:
+        b += [("h", 2, "Unified law"),
+              ("p", "Loss(N, D, R) = A (N rho(R))^-alpha + B D^-beta + E, "
+                    "rho = L tanh(F log_{1/4} GMSE)^C per family, multiplied over parts. "
+                    f"Status: **{uni.status.value}**."),
+              ("table", ["parameter", "estimate", "95% interval", "flag"],
+               [[k, _fmt(v), _ci(uni.ci.get(k)), uni.flags.get(k, "")]
+                for k, v in uni.params.items()]
+               + [[f"{fam}.{k}", _fmt(v), _ci(uni.ci.get(f"{fam}.{k}")),
+                   uni.flags.get(f"{fam}.{k}", uni.flags.get(fam, ""))]
+                  for fam, ps in uni.capacity.items() for k, v in ps.items()])]
+    b += [("h", 2, "Capacity per format"),
+          ("table", ["format", "parts (role:spec family GMSE)", "bits/weight", "runs",
+                     "rho (unified)", "rho (free)", "free rho 95%"],
+           [[lab, ", ".join(f"{p['role'][0].upper()}:{p['spec']} {p['family']} "
+                            f"{p['gmse']:.3g}" for p in f["parts"]) or "dense",
+             _fmt(f["bits_weights"], 3), f["runs"], _fmt(f["rho_unified"]),
+             _fmt(f["rho_free"]), _ci(f["rho_free_ci"])] for lab, f in formats.items()])]
+    b += [("h", 2, "Law comparison"),
+          ("p", "Fit error on the fitted runs (RMSE of log-loss and of loss); the "
+                "decoupled law has one free rho per format and is the floor the "
+                "one-curve-per-family laws are compared with."),
+          ("table", ["law", "points", "rmse_log", "rmse", "status"],
+           [[law, r.get("n_points", "-"), _fmt(r.get("rmse_log")), _fmt(r.get("rmse")),
+             r.get("status", "error: " + str(r.get("error")))] for law, r in laws.items()])]
+    b += [("h", 2, "Composability")] + _composability_blocks(comp)
+    b += [("h", 2, "Plots")] + [("img", title, path) for title, path in images]
+    return b
+
+
+def _resolution(uni, u_err, dec, formats) -> list:
+    items = []
+    if uni is None:
+        items.append(f"The unified law could not be fitted: {u_err}")
+    else:
+        items += [f"{k}: {v}" for k, v in uni.flags.items()]
+    for lab, f in formats.items():
+        ci = f["rho_free_ci"]
+        if f["parts"] and ci and ci[1] >= 1.0:
+            items.append(f"format {lab}: free rho interval {_ci(ci)} includes 1: its loss gap "
+                         "to dense is within the run-to-run noise")
+    if not items:
+        return [("p", "Every parameter is identified and its interval is narrower than its "
+                      "estimate.")]
+    return [("p", "Read these before the numbers: the following are NOT resolved by this "
+                  "data."), ("ul", items)]
+
+
+def _composability_blocks(comp) -> list:
+    out = []
+    if comp.get("note"):
+        out.append(("p", comp["note"] + "."))
+    if comp.get("entries"):
+        out.append(("p", f"Free rho of each combination vs the product of its marginals: "
+                         f"max |error| {_fmt(comp['max_abs_error'], 3)}, mean |error| "
+                         f"{_fmt(comp['mean_abs_error'], 3)} (paper: within about 1e-2 "
+                         "except at 2 bits)."))
+        out.append(("table", ["combination", "parts", "measured rho", "95%", "product",
+                              "error"],
+                    [[e["format"], " x ".join(e["parts"]), _fmt(e["measured"]),
+                      _ci(e["measured_ci"]), _fmt(e["product"]), f"{e['error']:+.3f}"]
+                     for e in comp["entries"]]))
+    for m in comp.get("missing_marginals", []):
+        out.append(("p", f"{m['format']}: no run with only {', '.join(m['lacking'])}; "
+                         "product not formed."))
+    return out
+
+
+def _markdown(blocks, study_dir: Path) -> str:
+    lines = []
+    for blk in blocks:
+        if blk[0] == "h":
+            lines += ["#" * blk[1] + " " + blk[2], ""]
+        elif blk[0] == "p":
+            lines += [blk[1], ""]
+        elif blk[0] == "ul":
+            lines += [f"- {x}" for x in blk[1]] + [""]
+        elif blk[0] == "table":
+            lines.append("| " + " | ".join(blk[1]) + " |")
+            lines.append("|" + "---|" * len(blk[1]))
+            lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |"
+                      for row in blk[2]]
+            lines.append("")
+        elif blk[0] == "img":
+            lines += [f"![{blk[1]}]({blk[2].relative_to(study_dir).as_posix()})", ""]
+    return "\n".join(lines)
+
+
+def _html(blocks) -> str:
+    e = html.escape
+    body = []
+    for blk in blocks:
+        if blk[0] == "h":
+            body.append(f"<h{blk[1]}>{e(blk[2])}</h{blk[1]}>")
+        elif blk[0] == "p":
+            text = e(blk[1])
+            while "**" in text:
+                text = text.replace("**", "<b>", 1).replace("**", "</b>", 1)
+            body.append(f"<p>{text}</p>")
+        elif blk[0] == "ul":
+            body.append("<ul>" + "".join(f"<li>{e(str(x))}</li>" for x in blk[1]) + "</ul>")
+        elif blk[0] == "table":
+            head = "".join(f"<th>{e(str(c))}</th>" for c in blk[1])
+            rows = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>"
+                           for r in blk[2])
+            body.append(f"<table><tr>{head}</tr>{rows}</table>")
+        elif blk[0] == "img":
+            data = base64.b64encode(Path(blk[2]).read_bytes()).decode()
+            body.append(f"<figure><img alt='{e(blk[1])}' src='data:image/png;base64,{data}'>"
+                        f"<figcaption>{e(blk[1])}</figcaption></figure>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+             "padding:3px 8px;font-size:90%}img{max-width:100%}")
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>raysweep report</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def cmd_report(args) -> int:
+    path = make_report(args.study_dir, bootstrap=getattr(args, "bootstrap", 50))
+    print(f"wrote {path}, {path.with_suffix('.html')}, {path.parent / 'fit.json'}, "
+          f"{path.parent / 'plots'}/")
+    return 0
+
+
+__all__ = ["cmd_report", "make_report"]
