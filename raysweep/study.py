@@ -137,8 +137,12 @@ class Study:
             {k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items() if v is not None}
             for r in d["representations"]
         ]
+        if not d["representations"]:  # a whole-table replay
+            d.pop("representations"), d.pop("seeds")
         for k in ("sizes", "tokens_per_param", "tokens", "seeds"):
-            if d[k] is None:
+            if k not in d:
+                continue
+            if d[k] is None or (k == "sizes" and not d[k]):
                 d.pop(k)
             else:
                 d[k] = list(d[k])
@@ -176,11 +180,20 @@ def parse_study(raw: Any, path: str = "<string>") -> Study:
         raise err(f, "backend", backend, "one of", list(BACKENDS))
     data = req_str(f, "data", raw.get("data", "stdlib"))
     vocab = int(req_num(f, "vocab", raw.get("vocab", 256), lo=2, integer=True))
-    sizes = _sizes(f, "sizes", raw.get("sizes"), vocab, required=True)
-    tpp, toks = _token_axes(f, "", raw, required=True)
+    # replay without representations: the pool is the replay table's rows (trials.py)
+    from_table = backend == "replay" and raw.get("representations") is None
+    if from_table:
+        for k in ("sizes", "tokens_per_param", "tokens", "seeds"):
+            if raw.get(k) is not None:
+                raise err(f, k, raw[k], "replaying a whole table (no representations) "
+                          "takes its trials from the table", "leave it out, or list "
+                          "representations to replay a grid")
+    sizes = () if from_table else _sizes(f, "sizes", raw.get("sizes"), vocab, required=True)
+    tpp, toks = (None, None) if from_table else _token_axes(f, "", raw, required=True)
     seeds = _seeds(f, "seeds", raw.get("seeds", [0]))
-    training = _training(f, raw.get("training", {}) or {}, sizes[0])
-    reps = _representations(f, raw.get("representations"), vocab, training.get("estimator"))
+    training = _training(f, raw.get("training", {}) or {}, sizes[0] if sizes else "2x32")
+    reps = () if from_table else _representations(f, raw.get("representations"), vocab,
+                                                   training.get("estimator"))
     resources = _resources(f, raw.get("resources", {}) or {})
     search = _search(f, raw.get("search", {}) or {})
     simulated = _simulated(f, raw.get("simulated", {}) or {})

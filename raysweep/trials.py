@@ -28,6 +28,8 @@ def expand(study: Study) -> list[dict]:
     """
     from raysweep import sizes as sz
 
+    if study.backend == "replay" and not study.representations:
+        return _expand_table(study)
     trials, seen = [], {}
     for rep in study.representations:
         rsizes = rep.sizes or study.sizes
@@ -51,6 +53,49 @@ def expand(study: Study) -> list[dict]:
                 seen[cfg["run_id"]] = rep.name
                 trials.append(cfg)
     return trials
+
+
+def _expand_table(study: Study) -> list[dict]:
+    """Whole-table replay: one trial per distinct (weights, activations, N, D, seed) row.
+
+    A past sweep re-run under another strategy (issue 6): the pool is exactly
+    what the table can answer. Shapes come from ``n_layers`` / ``d_model`` when
+    the table has them (the size is then ``LxD``), else they are left 0.
+    """
+    import math
+
+    from raysweep.registry import read_table
+    from raysweep.sizes import default_heads
+
+    df = read_table(study.replay)
+    trials, seen = [], set()
+    for row in df.to_dict("records"):
+        w, a = str(row["weights"]), str(row["activations"])
+        n, d, seed = int(row["n_params"]), int(round(float(row["tokens"]))), int(row["seed"])
+        if (w, a, n, d, seed) in seen:
+            continue
+        seen.add((w, a, n, d, seed))
+        layers, width = (_int(row.get(k)) for k in ("n_layers", "d_model"))
+        fmt = row.get("format")
+        fmt = f"{w}|{a}" if fmt is None or (isinstance(fmt, float) and math.isnan(fmt)) \
+            else str(fmt)
+        cfg = {
+            "study": study.name, "backend": "replay", "format": fmt, "weights": w,
+            "activations": a, "size": f"{layers}x{width}", "n_layers": layers,
+            "d_model": width, "n_heads": default_heads(width) if width >= 2 else 0,
+            "n_params": n, "tokens": d, "tokens_per_param": d / n, "seed": seed,
+            "data": study.data, "training": {}, "replay": study.replay,
+        }
+        cfg["run_id"] = run_id(cfg)
+        trials.append(cfg)
+    return trials
+
+
+def _int(x) -> int:
+    try:
+        return int(x)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _trial(study, rep, size, shape, n, tokens, ratio, seed) -> dict:

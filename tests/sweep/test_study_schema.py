@@ -129,6 +129,8 @@ MALFORMED = [
     ("replay_without_backend", {"replay": {"table": "x.csv"}}, "only with backend: replay"),
     ("replay_missing_table", {"backend": "replay", "replay": {"table": "/nope/x.csv"}},
      "replay.table"),
+    ("replay_table_with_sizes", {"backend": "replay", "representations": None,
+                                 "replay": {"table": "/nope/x.csv"}}, "from the table"),
     ("retries_neg", {"retries": -1}, "retries"),
     ("dup_trials", {"sizes": ["2x32", "d32"]}, "twice"),
 ]

@@ -74,3 +74,28 @@ def test_invalid_second_study_means_nothing_runs_or_is_written(tmp_path):
     out = tmp_path / "out"
     assert main(["run", str(good), str(bad), "--out", str(out)]) == 2
     assert not out.exists()
+
+
+def test_whole_table_replay_pool_is_the_tables_rows(tmp_path):
+    src = parse_study({"version": 1, "name": "src", "backend": "simulated",
+                       "sizes": ["2x32", "2x48"], "tokens_per_param": [10, 20],
+                       "representations": [{"name": "dense"},
+                                           {"name": "w4", "weights": "int4"}]})
+    rows = [run_trial(t) for t in expand(src)]
+    write_table(tmp_path, rows + rows[:1])  # a duplicated row is replayed once
+    st = tmp_path / "rep.yaml"
+    st.write_text(yaml.safe_dump({"version": 1, "name": "rep", "backend": "replay",
+                                  "replay": {"table": "results.csv"}}))
+    from raysweep.study import load_study
+
+    rep = load_study(st)
+    pool = expand(rep)
+    assert len(pool) == len(rows) == 8
+    assert {t["format"] for t in pool} == {"dense", "w4"}
+    got = {(r["format"], r["n_params"], r["tokens"]): r["loss"] for r in map(run_trial, pool)}
+    want = {(r["format"], r["n_params"], r["tokens"]): r["loss"] for r in rows}
+    assert got == want
+    assert pool[0]["n_layers"] == 2 and pool[0]["size"] in ("2x32", "2x48")
+    saved = tmp_path / "saved.yaml"  # the resolved study round-trips
+    saved.write_text(yaml.safe_dump(rep.to_dict()))
+    assert [t["run_id"] for t in expand(load_study(saved))] == [t["run_id"] for t in pool]
