@@ -1,0 +1,140 @@
+"""Spec grammar, :func:`parse`, and ``A+B`` composition.
+
+Grammar (docs/formats.md)::
+
+    spec   := part ("+" part)*                 applied left to right
+    part   := base ("@" option)*               options in any order, each once
+    base   := a registered form (int4, fp4, e3m2, lloyd3, ternary, noise2,
+              sparse50, 2:4, vq2x8) or bf16 / none
+    option := absmax | g{G} | h
+
+Canonical spec: bases as registered (``none`` -> ``bf16``), options in the
+order absmax, g{G}, h, parts joined by ``+``. Parsing is cached per string.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from .base import Identity, Representation, forms, spec_error
+from .gaussian import GMSE
+
+SCALAR_FORMS = ("int", "fp", "float", "lloyd", "ternary")
+ROTATABLE_FORMS = SCALAR_FORMS + ("vq",)
+_GROUP = re.compile(r"g(\d+)\Z")
+
+
+class Composite(Representation):
+    """``A+B``: the parts applied left to right (``sparse50+int4``: prune, then quantize).
+
+    Bits convention: walking left to right, a sparse part adds its mask cost
+    (scaled by the density still present) and multiplies the density by its
+    keep fraction; the last non-sparse part prices each surviving element
+    (bf16 = 16 bits when there is none). ``sparse50+int4`` = 1 + 0.5 * 4 = 3.
+    Family: the parts' families joined by ``+`` (``sparse+int``); the fit looks
+    at ``parts`` to share per-family parameters. GMSE by Monte Carlo.
+    """
+
+    def __init__(self, parts: tuple[Representation, ...]):
+        self.parts = parts
+        self.spec = "+".join(p.spec for p in parts)
+        self.family = "+".join(p.family for p in parts)
+        self.is_identity = all(p.is_identity for p in parts)
+        density, mask_bits, value_bits = 1.0, 0.0, 16.0
+        for p in parts:
+            keep = getattr(p, "keep_fraction", None)
+            if keep is not None:
+                mask_bits += density * p.mask_bits
+                density *= keep
+            elif not p.is_identity:
+                value_bits = p.bits_per_element
+        self.bits_per_element = mask_bits + density * value_bits
+        sp = [p.sparsity for p in parts if p.sparsity is not None]
+        if len(sp) == 1 and len(parts) == 1:  # pragma: no cover - single parts are not Composite
+            self.sparsity = sp[0]
+
+    def _project(self, x):
+        mask = None
+        for p in self.parts:
+            x, m = p.project(x)
+            if m is not None:
+                mask = m if mask is None else mask & m
+        return x, mask
+
+    def _gmse(self) -> GMSE:
+        real = [p for p in self.parts if not p.is_identity]
+        if not real:
+            return GMSE(0.0, 0.0, "exact")
+        if len(real) == 1:
+            return real[0].gmse()
+        return super()._gmse()
+
+
+def _options(part: str, opts: list[str]) -> dict:
+    out = {"absmax": False, "group": None, "h": False}
+    seen = set()
+    for o in opts:
+        key = "g" if _GROUP.match(o) else o
+        if key in seen:
+            raise spec_error(part, f"option @{o} given twice")
+        seen.add(key)
+        if o == "absmax":
+            out["absmax"] = True
+        elif o == "h":
+            out["h"] = True
+        elif key == "g":
+            g = int(_GROUP.match(o).group(1))
+            if not 2 <= g <= 65536:
+                raise spec_error(part, f"group size @g{g} out of range 2..65536")
+            out["group"] = g
+        else:
+            raise spec_error(part, f"unknown option @{o} (allowed: @absmax, @g{{G}}, @h)")
+    return out
+
+
+def _canonical_options(o: dict) -> str:
+    s = "@absmax" if o["absmax"] else ""
+    s += f"@g{o['group']}" if o["group"] else ""
+    return s
+
+
+def _parse_part(part: str) -> Representation:
+    if not part:
+        raise spec_error(part, "empty part (a dangling '+' or an empty spec)")
+    if part != part.strip() or " " in part:
+        raise spec_error(part, "spaces are not allowed inside a spec")
+    base, *opts = part.split("@")
+    o = _options(part, opts)
+    if base in ("bf16", "none"):
+        if opts:
+            raise spec_error(part, "the identity (bf16/none) takes no options")
+        return Identity()
+    for form in forms().values():
+        m = form.pattern.match(base)
+        if m is None:
+            continue
+        if (o["absmax"] or o["group"]) and form.name not in SCALAR_FORMS:
+            raise spec_error(part, f"@absmax/@g apply to scalar grids only, not {form.name}")
+        if o["h"] and form.name not in ROTATABLE_FORMS:
+            raise spec_error(part, f"@h applies to scalar grids and vq only, not {form.name}")
+        o["spec"] = base + _canonical_options(o)
+        rep = form.build(m, o)
+        if o["h"]:
+            from .hadamard import Rotated
+
+            rep = Rotated(rep)
+        return rep
+    raise spec_error(part, f"unknown representation {base!r}")
+
+
+@functools.lru_cache(maxsize=512)
+def parse(spec: str) -> Representation:
+    """The representation named by ``spec`` (cached); raises SpecError on a bad spec."""
+    if not isinstance(spec, str):
+        raise spec_error(str(spec), f"a spec is a string, got {type(spec).__name__}")
+    spec = spec.strip()
+    if not spec:
+        raise spec_error(spec, "empty spec")
+    parts = tuple(_parse_part(p) for p in spec.split("+"))
+    return parts[0] if len(parts) == 1 else Composite(parts)

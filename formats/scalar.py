@@ -1,0 +1,188 @@
+"""Scalar grids: ``int{b}``, ``fp4``/``fp8``/``e{E}m{M}``, ``lloyd{b}``, ``ternary``.
+
+Every scalar grid is a sorted set of unit levels ``L`` and a scale per row (or
+per group of G elements with ``@g{G}``)::
+
+    RMS scaling (default):  s = c* RMS(row),    x_hat = s Q_L(x / s)
+    @absmax:                s = max|row| / max(L)  (the top level lands on max|row|)
+
+with ``c*`` the MSE-optimal scale of L for N(0, 1) (paper.md §3), so GMSE is
+exact for RMS scaling without groups and Monte Carlo otherwise (the group or
+row maxima and RMS estimates depend on the group size).
+
+Rounding (a Triton kernel elsewhere reproduces it bit for bit):
+
+- ``int{b}`` uses the mid-rise formula of :mod:`raysweep.kernels.reference`
+  (``r = round(clamp(x/s, -a, a)/step + 1/2)``, round half to even, ``x_hat =
+  (r step - step/2) s``, float64 row sum of squares) with ``a = alpha*(b)``.
+- other grids pick the nearest level by ``torch.bucketize`` on the level
+  midpoints; a value exactly on a midpoint goes to the lower level.
+- an all-zero row (or group) projects to zeros with a full trust mask.
+
+Trust mask (QuEST, paper.md §5): ``|x_hat - x| <= (step/2) s`` for int grids,
+i.e. clipped values more than half a step beyond the grid get no gradient;
+int1 uses a 1.30x wider radius (paper: "1-bit uses a wider trust region").
+Other grids: ``|x| <= (top + gap/2) s`` with gap the distance between the two
+largest levels: the same rule (inside the grid the error is at most half the
+local gap).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .base import TINY, Representation, register, spec_error
+from .gaussian import GMSE, grid_mse, lloyd_levels, optimal_scale, uniform_levels
+
+INT1_TRUST_WIDEN = 1.30
+
+
+def fp_levels(e: int, m: int, fn: bool = False) -> np.ndarray:
+    """Sorted levels of a sign/exponent/mantissa float with subnormals (no inf).
+
+    Bias ``2^(E-1) - 1``; every code is finite (as in OCP e2m1), except with
+    ``fn=True`` (e4m3fn) where the all-ones code is NaN and is dropped.
+    """
+    bias = 2 ** (e - 1) - 1
+    vals = [f / 2**m * 2.0 ** (1 - bias) for f in range(2**m)]          # subnormals (and 0)
+    for ex in range(1, 2**e):
+        vals += [(1 + f / 2**m) * 2.0 ** (ex - bias) for f in range(2**m)]
+    if fn:
+        vals = vals[:-1]
+    pos = np.array(sorted(set(vals)))
+    return np.concatenate([-pos[:0:-1], pos])
+
+
+class ScalarGrid(Representation):
+    """A scalar grid with per-row (or per-group) RMS or absmax scaling."""
+
+    def __init__(self, spec: str, family: str, levels: np.ndarray, bits: float,
+                 absmax: bool = False, group: int | None = None, int_bits: int | None = None):
+        self.spec, self.family = spec, family
+        self.levels = np.asarray(levels, dtype=np.float64)
+        self.absmax, self.group, self.int_bits = absmax, group, int_bits
+        self.bits_per_element = float(bits) + (16.0 / group if group else 0.0)
+        top = float(self.levels[-1])
+        # MSE-optimal scale of the unit grid for N(0,1), searched around "top at 0.5..12 sigma"
+        self.scale, self._exact = optimal_scale(self.levels, 0.5 / top, 12.0 / top)
+        gap = top - float(self.levels[-2]) if len(self.levels) > 1 else top
+        self.trust_edge = top + gap / 2.0          # in units of the scale
+        if int_bits is not None:
+            self.clip_mult = self.scale          # alpha*(b): top level in units of RMS
+            if not absmax and not group:
+                self.grid = ("int", int_bits, self.clip_mult)
+
+    # -- projection
+    def _grouped(self, x):
+        """View x as rows of G (the group size) or as its own rows."""
+        if not self.group:
+            return x
+        n = x.shape[-1]
+        if n % self.group:
+            raise spec_error(self.spec, f"last dim {n} is not a multiple of the group size "
+                                        f"{self.group}; use a G that divides it")
+        return x.reshape(*x.shape[:-1], n // self.group, self.group)
+
+    def _project(self, x):
+        xg = self._grouped(x)
+        if self.int_bits is not None:
+            out, mask = self._project_int(xg)
+        else:
+            out, mask = self._project_levels(xg)
+        return out.reshape(x.shape), mask.reshape(x.shape)
+
+    def _trust_radius(self, step: float) -> float:
+        return step / 2 * (INT1_TRUST_WIDEN if self.int_bits == 1 else 1.0)
+
+    def _project_int(self, x):
+        import torch
+        from raysweep.kernels.reference import f32, grid_constants, int_quant_ref
+
+        b = self.int_bits
+        if not self.absmax:
+            a, step, _ = grid_constants(b, self.clip_mult)
+            return int_quant_ref(x, b, self.clip_mult, f32(self._trust_radius(step)))
+        # absmax: s = max|row|, the grid spans [-1, 1] in units of s (nothing is clipped)
+        _, step, _ = grid_constants(b, 1.0)
+        s0 = x.abs().amax(-1, keepdim=True)
+        s = s0.clamp_min(TINY)
+        t = (x / s).clamp_(-1.0, 1.0)
+        r = t.div_(torch.full((), step)).add_(0.5).round_()
+        xq = r.mul_(step).sub_(step / 2).mul_(s).masked_fill_(s0 == 0, 0.0)
+        mask = (xq - x).abs() <= self._trust_radius(step) * s
+        return xq, mask
+
+    def _project_levels(self, x):
+        import torch
+
+        lv = torch.as_tensor(self.levels, dtype=torch.float32, device=x.device)
+        mids = (lv[1:] + lv[:-1]) * 0.5
+        if self.absmax:
+            s0 = x.abs().amax(-1, keepdim=True) / float(self.levels[-1])
+        else:
+            s0 = x.pow(2).mean(-1, keepdim=True).sqrt_().mul_(self.scale)
+        s = s0.clamp_min(TINY)
+        u = x / s
+        xq = lv[torch.bucketize(u, mids)].mul_(s).masked_fill_(s0 == 0, 0.0)
+        mask = u.abs() <= self.trust_edge
+        return xq, mask
+
+    # -- Gaussian MSE
+    def _gmse(self) -> GMSE:
+        if not self.absmax and not self.group:
+            return GMSE(float(self._exact), 0.0, "exact")
+        return super()._gmse()
+
+
+# ----------------------------------------------------------------------------- forms
+
+
+def _bits(m, name: str, lo: int, hi: int, part: str) -> int:
+    b = int(m.group(name))
+    if not lo <= b <= hi:
+        raise spec_error(part, f"{name}={b} out of range {lo}..{hi}")
+    return b
+
+
+@register("int", r"int(?P<b>\d+)", "int{b} (b=1..8)")
+def _int(m, opts):
+    b = _bits(m, "b", 1, 8, m.string)
+    return ScalarGrid(opts["spec"], "int", uniform_levels(b), b, opts["absmax"], opts["group"],
+                      int_bits=b)
+
+
+@register("fp", r"fp(?P<b>\d+)", "fp4 (e2m1), fp8 (e4m3)")
+def _fp(m, opts):
+    b = int(m.group("b"))
+    if b not in (4, 8):
+        raise spec_error(m.string, f"fp{b} unknown; fp4 (e2m1) and fp8 (e4m3) exist, "
+                                   "other floats are e{E}m{M}")
+    lv = fp_levels(2, 1) if b == 4 else fp_levels(4, 3, fn=True)
+    return ScalarGrid(opts["spec"], "fp", lv, b, opts["absmax"], opts["group"])
+
+
+@register("float", r"e(?P<e>\d+)m(?P<m>\d+)", "e{E}m{M} (E=1..5, M=0..6, 1+E+M<=8)")
+def _float(m, opts):
+    e = _bits(m, "e", 1, 5, m.string)
+    mm = _bits(m, "m", 0, 6, m.string)
+    if 1 + e + mm > 8:
+        raise spec_error(m.string, f"1+E+M = {1 + e + mm} bits exceeds 8")
+    lv = fp_levels(e, mm, fn=(e, mm) == (4, 3))
+    return ScalarGrid(opts["spec"], "fp", lv, 1 + e + mm, opts["absmax"], opts["group"])
+
+
+@register("lloyd", r"lloyd(?P<b>\d+)", "lloyd{b} (b=1..8)")
+def _lloyd(m, opts):
+    b = _bits(m, "b", 1, 8, m.string)
+    return ScalarGrid(opts["spec"], "int", lloyd_levels(b), b, opts["absmax"], opts["group"])
+
+
+@register("ternary", r"ternary", "ternary")
+def _ternary(m, opts):
+    return ScalarGrid(opts["spec"], "int", np.array([-1.0, 0.0, 1.0]), math.log2(3.0),
+                      opts["absmax"], opts["group"])
+
+
+__all__ = ["ScalarGrid", "fp_levels", "grid_mse"]

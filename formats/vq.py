@@ -1,0 +1,101 @@
+"""``vq{d}x{k}``: d-dimensional vector quantization with 2^k codewords (k/d bits/element).
+
+Rows are RMS-normalized, cut into consecutive d-vectors, and each vector goes
+to its nearest codeword (Euclidean; a tie goes to the lowest codeword index,
+``torch.argmin``). The codebook is Gaussian-MSE-optimal for N(0, I_d): k-means
+(Lloyd's algorithm) on ``max(32 K, 16384)`` seeded Gaussian samples, started
+from the product of 1-D Lloyd-Max grids when d divides k (else from the first
+K samples), ``KMEANS_ITERS`` iterations; built once per (d, k) per process and
+kept in memory (about 1 s for the largest, vq4x12 / vq2x10, on 2 CPU cores).
+
+Limits (build time and memory): d = 1..8, k = 1..KMAX[d] (k <= 10 for d <= 2,
+k <= 12 above) and k/d <= 8 bits per element. The last dim must be a multiple
+of d. Trust mask (the VQ analogue of the half-step rule): a vector passes the
+gradient when it lies within half the distance from its codeword to the
+nearest other codeword. Bits: k/d; the codebook is data independent (rebuilt
+from the seed), so it costs nothing to store, and the row scale is amortized
+as for int grids. GMSE by Monte Carlo.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from .base import TINY, Representation, register, spec_error
+from .gaussian import lloyd_levels
+
+KMAX = {1: 8, 2: 10, 3: 12, 4: 12, 5: 12, 6: 12, 7: 12, 8: 12}
+KMEANS_ITERS = 30
+SEED = 1234
+
+
+@functools.lru_cache(maxsize=32)
+def codebook(d: int, k: int):
+    """(codebook (2^k, d) float32, trust radii (2^k,)) for N(0, I_d), deterministic."""
+    import torch
+
+    n_code = 2**k
+    gen = torch.Generator().manual_seed(SEED)
+    x = torch.randn(max(32 * n_code, 16384), d, generator=gen)
+    if k % d == 0:
+        g = torch.as_tensor(lloyd_levels(k // d), dtype=torch.float32)
+        cb = torch.cartesian_prod(*([g] * d)).reshape(n_code, d)
+    else:
+        cb = x[:n_code].clone()
+    for _ in range(KMEANS_ITERS):
+        idx = _nearest(x, cb)
+        sums = torch.zeros_like(cb).index_add_(0, idx, x)
+        cnt = torch.bincount(idx, minlength=n_code).unsqueeze(1).float()
+        cb = torch.where(cnt > 0, sums / cnt.clamp_min(1), cb)  # empty cells keep their codeword
+    dist = torch.cdist(cb, cb)
+    dist.fill_diagonal_(float("inf"))
+    radius = 0.5 * dist.amin(1) if n_code > 1 else torch.full((1,), float("inf"))
+    return cb, radius
+
+
+def _nearest(v, cb, chunk_elems: int = 1 << 24):
+    """Index of the nearest codeword of each row of v (chunked: rows x codewords floats)."""
+    import torch
+
+    cn = cb.pow(2).sum(1)
+    step = max(1, chunk_elems // cb.shape[0])
+    out = [torch.argmin(cn - 2.0 * (v[i:i + step] @ cb.T), dim=1) for i in range(0, len(v), step)]
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=v.device)
+
+
+class VQ(Representation):
+    """Gaussian-optimal d-dimensional VQ with per-row RMS scaling."""
+
+    family = "vq"
+
+    def __init__(self, spec: str, d: int, k: int):
+        self.spec, self.d, self.k = spec, d, k
+        self.bits_per_element = k / d
+
+    def _project(self, x):
+        d = self.d
+        n = x.shape[-1]
+        if n % d:
+            raise spec_error(self.spec, f"last dim {n} is not a multiple of d={d}")
+        cb, rad = codebook(d, self.k)
+        cb, rad = cb.to(x.device), rad.to(x.device)
+        s0 = x.pow(2).mean(-1, keepdim=True).sqrt_()
+        s = s0.clamp_min(TINY)
+        v = (x / s).reshape(-1, d)
+        idx = _nearest(v, cb)
+        c = cb[idx]
+        keep = (v - c).norm(dim=1) <= rad[idx]
+        x_hat = (c.reshape(x.shape) * s).masked_fill_(s0 == 0, 0.0)
+        mask = keep.unsqueeze(1).expand(-1, d).reshape(x.shape) | (s0 == 0)
+        return x_hat, mask
+
+
+@register("vq", r"vq(?P<d>\d+)x(?P<k>\d+)", "vq{d}x{k} (d=1..8, k=1..10 for d<=2, k<=12 else)")
+def _vq(mt, opts):
+    d, k = int(mt.group("d")), int(mt.group("k"))
+    if d not in KMAX:
+        raise spec_error(mt.string, f"vq dimension d={d} out of range 1..8")
+    if not 1 <= k <= KMAX[d] or k > 8 * d:
+        raise spec_error(mt.string, f"vq{d}x{k}: k={k} out of range 1..{min(KMAX[d], 8 * d)} "
+                                    f"for d={d} (codebook build time and memory)")
+    return VQ(f"vq{d}x{k}", d, k)
