@@ -17,7 +17,7 @@ from raysweep.layers import (
     rbbm_mask,
 )
 
-ALPHA4 = 2.51393  # QuEST alpha*(4), paper.md §3
+ALPHA4 = parse("int4").grid[2]  # QuEST alpha*(4) = 2.51393..., paper.md §3
 
 
 def _quest64(x: torch.Tensor, bits: int = 4, alpha: float = ALPHA4):
