@@ -146,25 +146,32 @@ def ask(study: optuna.Study, sampler: ActiveSampler) -> tuple[optuna.Trial, int]
     return trial, idx
 
 
-def tell_result(study: optuna.Study, number: int, result: dict | None, error: bool) -> str:
+def tell_result(study: optuna.Study, number: int, result: dict | None, error: bool,
+                planned_tokens: float | None = None) -> str:
     """Close trial ``number`` from a run's last result; returns the state told.
 
-    Only a result with ``done`` true, a finite ``loss`` and (if present)
-    ``status == "ok"`` is an observation (COMPLETE). An errored run is FAIL. A
-    run that ended without a final result, e.g. stopped early by ASHA (whose
-    last result is an intermediate one, ``done`` false), is PRUNED: it is never
-    mistaken for a finished run at its full token count.
+    Only the trainer's final *result row* is an observation (COMPLETE): a
+    finite ``loss`` with ``status == "ok"`` (the row's status field, which the
+    intermediate eval reports lack) and, when ``tokens`` is in the result and
+    ``planned_tokens`` is given, the full token count reached. Tune's own
+    ``done`` flag is not trusted: Tune sets it on the last result of any trial
+    it ends, including one stopped early by ASHA or a stopper, whose last result
+    is an intermediate eval (this is how OptunaSearch ends up reporting
+    ASHA-stopped trials as complete). An errored run is FAIL; a final row with
+    another status (``diverged``) is FAIL; anything else (stopped early) is
+    PRUNED. FAIL and PRUNED runs are not observations and count as failures.
     """
     result = result or {}
     loss = result.get("loss")
-    final = (bool(result.get("done")) and isinstance(loss, (int, float))
-             and math.isfinite(loss) and result.get("status", "ok") == "ok")
-    if error:
+    status = result.get("status")
+    final = (isinstance(loss, (int, float)) and math.isfinite(loss) and status == "ok")
+    if final and planned_tokens is not None and "tokens" in result:
+        final = float(result["tokens"]) >= 0.999 * float(planned_tokens)
+    if error or (status is not None and status != "ok"):
         study.tell(number, state=TrialState.FAIL)
         return "FAIL"
     if final:
         study.tell(number, float(loss))
         return "COMPLETE"
-    state = TrialState.FAIL if result.get("status") not in (None, "ok") else TrialState.PRUNED
-    study.tell(number, state=state)
-    return state.name
+    study.tell(number, state=TrialState.PRUNED)
+    return "PRUNED"

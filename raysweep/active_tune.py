@@ -12,7 +12,9 @@ adapter does all three in ~100 lines, on the same persistent Optuna study.
 Flow: ``suggest`` asks the sampler whether it has a pick (``peek``); with one,
 it opens an Optuna trial (RUNNING = pending for the next picks) and returns a
 copy of that pool config; ``on_trial_complete`` closes the Optuna trial with
-:func:`raysweep.active_optuna.tell_result` (COMPLETE only for a final result).
+:func:`raysweep.active_optuna.tell_result`: COMPLETE only for the trainer's
+final result row (``status == "ok"``, finite ``loss``, full ``tokens``), never
+on Tune's ``done`` flag, which Tune also sets on trials ASHA stops early.
 At most ``batch`` trials run at once.
 """
 
@@ -47,7 +49,7 @@ class ActiveSearcher(Searcher):
         self.sampler = sampler
         self.pool = pool
         self.batch = int(batch)
-        self.live: dict[str, int] = {}  # Tune trial id -> Optuna trial number
+        self.live: dict[str, tuple[int, int]] = {}  # Tune trial id -> (Optuna trial, index)
         self.told: dict[str, str] = {}  # Tune trial id -> state told to Optuna
         self.last_reason = ""
 
@@ -65,7 +67,7 @@ class ActiveSearcher(Searcher):
         if not prop.picks:
             return Searcher.FINISHED if prop.reason in STOP_REASONS else None
         trial, idx = ask(self.study, self.sampler)
-        self.live[trial_id] = trial.number
+        self.live[trial_id] = (trial.number, idx)
         return copy.deepcopy(self.pool[idx])
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -73,10 +75,12 @@ class ActiveSearcher(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
-        number = self.live.pop(trial_id, None)
-        if number is None:
+        entry = self.live.pop(trial_id, None)
+        if entry is None:
             return
-        self.told[trial_id] = tell_result(self.study, number, result, error)
+        number, idx = entry
+        self.told[trial_id] = tell_result(self.study, number, result, error,
+                                          planned_tokens=self.pool[idx].get("tokens"))
 
     def save(self, checkpoint_path: str) -> None:
         # The history lives in the Optuna storage; only the in-flight map is local.
@@ -84,4 +88,5 @@ class ActiveSearcher(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         state = json.loads(Path(checkpoint_path).read_text())
-        self.live, self.told = state["live"], state["told"]
+        self.live = {k: tuple(v) for k, v in state["live"].items()}
+        self.told = state["told"]

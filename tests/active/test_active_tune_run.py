@@ -1,0 +1,77 @@
+"""The ActiveSearcher inside a real (small) Ray Tune run with a simulated trainable."""
+
+import sys
+import types
+
+import pytest
+
+ray = pytest.importorskip("ray")
+from ray import tune  # noqa: E402
+from ray.tune.stopper import Stopper  # noqa: E402
+
+from raysweep.active import make_searcher  # noqa: E402
+
+RHO = {"dense": 1.0, "w4": 0.8, "w2": 0.4}
+POOL = [{"run_id": f"{f}-{n:g}-{r}", "format": f, "weights": "bf16" if f == "dense" else "int4",
+         "activations": "bf16", "n_params": n, "tokens": r * n, "seed": 0}
+        for f in RHO for n in (1e6, 2e6, 4e6) for r in (10, 20)]
+CRASH = "w4-1e+06-20"  # raises inside the trainable
+
+
+def trainable(cfg):
+    """Simulated run: two intermediate evals, then the final result row (status ok)."""
+    if cfg["run_id"] == CRASH:
+        raise RuntimeError("simulated crash")
+    final = 400 * (cfg["n_params"] * RHO[cfg["format"]]) ** -0.34 \
+        + 1800 * cfg["tokens"] ** -0.37 + 1.8
+    for step in (1, 2):
+        tune.report({"val_loss": final + 1.0 / step, "step": step,
+                     "tokens": cfg["tokens"] * step / 3})
+    tune.report({"loss": final, "step": 3, "tokens": cfg["tokens"], "status": "ok"})
+
+
+class StopW2Early(Stopper):
+    """Stands in for ASHA: ends every w2 run after its first intermediate result."""
+
+    def __call__(self, trial_id, result):
+        return result["config"]["format"] == "w2" and result["step"] == 1
+
+    def stop_all(self):
+        return False
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    # Workers cannot import this test file (tests/ is no package): ship it by value.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.timeout(180)
+def test_searcher_in_a_tune_run(ray_local, tmp_path):
+    study = types.SimpleNamespace(name="tune", search={
+        "strategy": "active", "budget_fraction": 0.35, "batch": 2, "ensemble": 6})
+    searcher = make_searcher(study, POOL, tmp_path)
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}),
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, reuse_actors=True),
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), name="t", verbose=0,
+                                  stop=StopW2Early()),
+    )
+    results = tuner.fit()
+    told = searcher.told
+    assert searcher.last_reason == "budget" and not searcher.live
+    assert len(results) == len(told) >= 5
+    by_run = {}
+    for t in searcher.study.trials:
+        by_run.setdefault(t.user_attrs["run_id"], []).append(t.state.name)
+    assert by_run[CRASH] == ["FAIL"]  # failed once, never re-proposed
+    w2 = [s for r, s in by_run.items() if r.startswith("w2")]
+    assert w2 and all(s == ["PRUNED"] for s in w2)  # early-stopped: not an observation
+    complete = [t for t in searcher.study.trials if t.state.name == "COMPLETE"]
+    assert complete and all(t.user_attrs["run_id"][:2] in ("de", "w4") for t in complete)
+    spent = sum(6 * r["n_params"] * r["tokens"] for r in POOL
+                if r["run_id"] in by_run)
+    assert spent <= 0.35 * sum(6 * r["n_params"] * r["tokens"] for r in POOL)
