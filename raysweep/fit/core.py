@@ -159,7 +159,8 @@ def _staged_fit(model: Law, design: Design, delta: float, keep: int) -> tuple[np
     dense = design.dense
     n_cap = len(model.names) - len(BASE)
     enough_dense = dense.sum() >= 6 and len(np.unique(design.log_n[dense])) >= 2
-    if type(model) is Law:  # chinchilla: the dense law on (dense) rows
+    if type(model) is Law or (n_cap == 0 and not isinstance(model, Frantar)):
+        # the dense law (chinchilla, or a law whose table has no compressed rows)
         theta, _ = multistart(Objective(model, design, delta), model.base_grid(), keep)
         return theta, flags
     if enough_dense:

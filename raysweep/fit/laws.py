@@ -367,7 +367,7 @@ class Frantar(Law):
 
     @property
     def bounds(self):
-        return ((-5.0, 60.0), (1e-3, 10.0), (-5.0, 60.0), (1e-4, 3.0), (-10.0, 200.0),
+        return ((-5.0, 60.0), (-10.0, 10.0), (-5.0, 60.0), (1e-4, 3.0), (-10.0, 200.0),
                 (1e-4, 3.0), (-12.0, 3.0))
 
     def rows_used(self, design):
@@ -416,7 +416,7 @@ class Frantar(Law):
         a, b, e, alpha, beta = base
         starts = []
         for frac in (0.5, 0.9):
-            for bS in (0.5, 1.0, 2.0):
+            for bS in (-2.0, -1.0, -0.5, 0.5):
                 starts.append([a + math.log(frac), bS, a + math.log(1 - frac), alpha,
                                b / beta, beta, e])
         return np.array(starts)

@@ -1,0 +1,90 @@
+"""`raysweep fit --json` fields exactly; `raysweep report` end to end on a synthetic study."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from raysweep.cli import main
+from raysweep.fit.synthetic import synthetic_table
+from raysweep.report import make_report
+
+CONTRACT = {"law", "n_points", "params", "capacity", "rho", "ci", "fit_error", "holdout_error"}
+
+
+@pytest.fixture(scope="module")
+def table():
+    return synthetic_table(families=("int", "noise"), roles=("w", "a", "wa", "cross"),
+                           sizes=(1e7, 4e7, 1.6e8), tokens_per_param=(50, 200), noise=0.005,
+                           seed=4, dense_seeds=2)
+
+
+def test_fit_cli_json_fields_exact(table, tmp_path, capsys):
+    path = tmp_path / "results.parquet"
+    table.to_parquet(path)
+    out = tmp_path / "fit.json"
+    rc = main(["fit", str(path), "--law", "unified", "--bootstrap", "4",
+               "--holdout", "n_params > 1e8", "--json", str(out)])
+    assert rc == 0
+    got = json.loads(out.read_text())
+    assert set(got) == CONTRACT
+    assert got["law"] == "unified"
+    assert set(got["params"]) == {"A", "alpha", "B", "beta", "E"}
+    assert set(got["capacity"]) == {"int", "noise"}
+    assert set(got["capacity"]["int"]) == {"L", "F", "C"}
+    assert set(got["fit_error"]) == {"rmse_log", "rmse"}
+    assert set(got["holdout_error"]) == {"rmse_log", "rmse", "n"}
+    assert got["holdout_error"]["n"] == int((table["n_params"] > 1e8).sum())
+    assert set(got["rho"]) == set(table["format"])  # held-out formats included
+    assert all(len(v) == 2 for v in got["ci"].values()) and "alpha" in got["ci"]
+    assert "status" in capsys.readouterr().out
+
+
+def test_fit_cli_bad_input_exits_2(table, tmp_path, capsys):
+    path = tmp_path / "results.csv"
+    table.drop(columns=["loss"]).to_csv(path, index=False)
+    assert main(["fit", str(path), "--json", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("raysweep: error:") and "'loss'" in err and "\n" not in err
+    assert not (tmp_path / "x.json").exists()
+    table.to_csv(path, index=False)
+    assert main(["fit", str(path), "--law", "nope"]) == 2
+    assert main(["fit", str(tmp_path / "missing.csv")]) == 2
+
+
+def test_report_end_to_end(table, tmp_path):
+    study = tmp_path / "demo"
+    study.mkdir()
+    table.to_csv(study / "results.csv", index=False)
+    (study / "study.yaml").write_text("name: demo-study\n")
+    md = make_report(study, bootstrap=4)
+    assert md == study / "report.md"
+    text = md.read_text()
+    assert "demo-study" in text
+    for fmt in table["format"].unique():
+        assert fmt.replace("|", "\\|") in text, fmt
+    for name in ("loss_vs_n", "rho_vs_gmse", "composability", "pareto", "residuals"):
+        png = study / "plots" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    html = (study / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 5 and "plots/" not in html
+    fit = json.loads((study / "fit.json").read_text())
+    assert CONTRACT <= set(fit) and fit["law"] == "unified"
+    assert fit["decoupled"]["law"] == "decoupled"
+    comp = fit["composability"]
+    assert comp["n_combinations"] == len(comp["entries"]) > 0
+    assert 0 <= comp["mean_abs_error"] <= comp["max_abs_error"] < 0.1
+    assert {"chinchilla", "unified-logistic", "kumar"} <= set(fit["laws"])
+    assert not list(study.glob(".*.tmp")) and not list((study / "plots").glob(".*"))
+
+
+def test_report_cli_on_dense_only_table(tmp_path):
+    study = tmp_path / "dense"
+    study.mkdir()
+    synthetic_table(families=(), sizes=(1e7, 4e7, 1.6e8), tokens_per_param=(50, 200),
+                    seeds=2).to_parquet(study / "results.parquet")
+    assert main(["report", str(study), "--bootstrap", "0"]) == 0
+    fit = json.loads((study / "fit.json").read_text())
+    assert "no combined representations" in fit["composability"]["note"]
+    assert (study / "plots" / "loss_vs_n.png").exists()
+    assert pd.read_parquet(study / "results.parquet").shape[0] == 12
