@@ -29,7 +29,7 @@ Options (``study.search``; all optional except that at most one budget is given)
 ``seed``           seed of the ensemble's randomness (default 0)
 ``storage``        SQLAlchemy URL of the Optuna study (default: SQLite file
                    ``active.db`` in the study's output directory)
-``ensemble``       ensemble size K (default 16, at least 4)
+``ensemble``       ensemble size K (default 48, at least 4)
 ``noise``          prior noise of log-loss (default 0.01)
 ``target_std``     stop when every target's sd (loss units) is below this
                    (default 0: only the budget stops the search)
@@ -62,7 +62,7 @@ class ActiveOptions:
     cost_exponent: float = 1.0
     seed: int = 0
     storage: str | None = None
-    ensemble: int = 16
+    ensemble: int = 48
     noise: float = 0.01
     target_std: float = 0.0
     max_failures: int = 1
@@ -143,7 +143,7 @@ def parse_options(search: dict, pool: list[dict]) -> ActiveOptions:
         cost_exponent=_num(search, "cost_exponent", 1.0, 0, 4),
         seed=_num(search, "seed", 0, 0, integer=True),
         storage=storage,
-        ensemble=_num(search, "ensemble", 16, 4, 1024, integer=True),
+        ensemble=_num(search, "ensemble", 48, 4, 1024, integer=True),
         noise=_num(search, "noise", 0.01, 0, 1, open_lo=True),
         target_std=_num(search, "target_std", 0.0, 0),
         max_failures=_num(search, "max_failures", 1, 1, integer=True),

@@ -154,7 +154,7 @@ class ActiveDesign:
     """
 
     def __init__(self, rows: list[dict], budget_flops: float, *, target=None,
-                 cost_exponent: float = 1.0, ensemble: int = 16, noise: float = 0.01,
+                 cost_exponent: float = 1.0, ensemble: int = 48, noise: float = 0.01,
                  target_std: float = 0.0, max_failures: int = 1, seed: int = 0,
                  surrogate=None):
         self.pool = Pool.build(rows, target)

@@ -1,0 +1,231 @@
+"""Benchmark of active search: FLOPs spent vs error at the largest scale.
+
+Ground truth is simulated in-process (no Ray, no Optuna): several laws
+``L = A (N rho_f)^-alpha + B D^-beta + E`` with known capacities, observed
+with multiplicative log-normal noise at two levels, five seeds each. Every
+strategy is scored by the *held-out* error of its fitted law against the
+noise-free truth:
+
+- ``target_rmse``: RMSE over representations of the predicted loss at the
+  grid's largest (N, D) (loss units);
+- ``rho_mae``: mean absolute error of rho over the non-dense representations.
+
+Strategies, all fitted with the same surrogate (the decoupled law of
+raysweep.active_law, point fit) so only the choice of runs differs:
+
+- ``active``: raysweep.active_acq (initial design, then acquisition; batch 4);
+- ``random``: the same initial design, then the rest of the pool in random order;
+- ``cheapest``: the same initial design, then the rest by increasing 6 N D;
+- ``full``: the whole grid.
+
+Budgets are fractions of the full grid's FLOPs. Per case (law, noise), the
+error curves are medians over seeds; ``fraction_to_match`` is the first budget
+at which active's median error is within 10% of the full grid's median error.
+``median_fraction_to_match_full_grid`` is the median of that over cases
+(a case that never matches within the largest budget counts as 1.0).
+
+Usage: python bench/active.py [--seeds 5] [--replay TABLE.csv] [--quick]
+The last line of output is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from raysweep.active_acq import ActiveDesign, run_in_process
+
+
+def unified_rho(gmse: float, L=1.0, F=0.41, C=1.39) -> float:
+    """Paper §1: rho = L tanh(F log_{1/4} GMSE)^C (published F, C)."""
+    return L * math.tanh(F * -math.log(gmse) / math.log(4)) ** C
+
+
+# GMSE values of paper §3: int4, int3, int2, sparse50.
+G = {"int4": 0.011543, "int3": 0.03744, "int2": 0.11885, "sparse50": 0.0713}
+LAWS = {
+    "chinchilla_unified": dict(
+        A=482.01, alpha=0.3478, B=2085.43, beta=0.3658, E=1.82,
+        rho={"dense": 1.0, "w4": unified_rho(G["int4"]), "w3": unified_rho(G["int3"]),
+             "w2": unified_rho(G["int2"]), "w4a4": unified_rho(G["int4"]) ** 2,
+             "s50": unified_rho(G["sparse50"])}),
+    "shallow_alpha": dict(
+        A=60.0, alpha=0.2, B=400.0, beta=0.3, E=2.0,
+        rho={"dense": 1.0, "w4": 0.9, "w3": 0.75, "w2": 0.45, "w4a4": 0.8, "s50": 0.65}),
+    "steep_low_rho": dict(
+        A=900.0, alpha=0.4, B=1500.0, beta=0.35, E=1.6,
+        rho={"dense": 1.0, "w4": 0.8, "w3": 0.55, "w2": 0.25, "w4a4": 0.6, "s50": 0.5}),
+}
+SIZES = (2e7, 4e7, 8e7, 1.6e8, 3.2e8)
+TPP = (25, 50, 100)
+NOISES = (0.003, 0.01)
+BUDGETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2)
+
+
+def make_pool(law: dict) -> list[dict]:
+    return [{"run_id": f"{f}-{n:g}-{r}", "format": f,
+             "weights": "bf16" if f == "dense" else f, "activations": "bf16",
+             "n_params": n, "tokens": r * n, "seed": 0}
+            for f in law["rho"] for n in SIZES for r in TPP]
+
+
+def true_loss(law, fmt, n, d):
+    return law["A"] * (n * law["rho"][fmt]) ** -law["alpha"] + law["B"] * d ** -law["beta"] \
+        + law["E"]
+
+
+def score(design, observed, truth_targets, truth_rho) -> dict:
+    """Held-out errors of the point fit on ``observed``."""
+    post = design.posterior(observed, k=0)
+    pred = post.central[design.pool.target_rows]
+    err = {"target_rmse": float(np.sqrt(np.mean((pred - truth_targets) ** 2)))}
+    if truth_rho:
+        diffs = [abs(post.rho[f] - r) for f, r in truth_rho.items() if f != design.pool.labels[
+            design.pool.ref]]
+        err["rho_mae"] = float(np.mean(diffs))
+    return err
+
+
+def prefix_within(order, cost, budget):
+    """Greedy prefix of ``order`` whose total cost fits ``budget`` (skipping misfits)."""
+    picked, spent = [], 0.0
+    for i in order:
+        if spent + cost[i] <= budget:
+            picked.append(int(i))
+            spent += cost[i]
+    return picked
+
+
+OPTS = {"ensemble": 48, "cost_exponent": 1.0}
+
+
+def run_case(pool, answers, truth_targets, truth_rho, seed) -> dict:
+    """All strategies on one pool; ``answers[i]`` is run i's observed loss."""
+    total = float(sum(6 * r["n_params"] * r["tokens"] for r in pool))
+    design = ActiveDesign(pool, max(BUDGETS) * total, seed=seed, **OPTS)
+    cost = design.pool.cost
+    curve = []  # (fraction spent, errors) after each active round
+
+    def on_round(obs, spent):
+        curve.append((spent / total, score(design, obs, truth_targets, truth_rho)))
+
+    t0 = time.perf_counter()
+    run_in_process(design, lambda i: answers[i], batch=4, on_round=on_round)
+    active_s = time.perf_counter() - t0
+    out = {"active": [], "random": [], "cheapest": [], "active_s": active_s}
+    rest = [i for i in range(len(pool)) if i not in design.init]
+    orders = {"random": list(design.init) + list(np.random.default_rng(seed).permutation(rest)),
+              "cheapest": list(design.init) + sorted(rest, key=lambda i: cost[i])}
+    for b in BUDGETS:
+        done = [e for f, e in curve if f <= b + 1e-12]
+        out["active"].append(done[-1] if done else None)
+        for name, order in orders.items():
+            obs = {i: answers[i] for i in prefix_within(order, cost, b * total)}
+            out[name].append(score(design, obs, truth_targets, truth_rho) if len(obs) > 1
+                             else None)
+    out["full"] = score(design, dict(enumerate(answers)), truth_targets, truth_rho)
+    return out
+
+
+def med(runs, strategy, k, metric):
+    vals = [r[strategy][k][metric] if r[strategy][k] else math.inf for r in runs]
+    return float(np.median(vals))
+
+
+def summarize(name, runs, metric="target_rmse") -> dict:
+    """Median-over-seeds curves, the fraction to match the full grid, random check."""
+    full = float(np.median([r["full"][metric] for r in runs]))
+    curves = {s: [med(runs, s, k, metric) for k in range(len(BUDGETS))]
+              for s in ("active", "random", "cheapest")}
+    match = next((b for b, e in zip(BUDGETS, curves["active"]) if e <= 1.1 * full), 1.0)
+    worse = [b for b, a, r in zip(BUDGETS, curves["active"], curves["random"]) if a > r]
+    out = {"case": name, "full_grid": full, "fraction_to_match": match,
+           "active_le_random_every_budget": not worse, "budgets_active_worse": worse,
+           "curves": {s: [round(v, 5) for v in c] for s, c in curves.items()},
+           "active_s_mean": float(np.mean([r["active_s"] for r in runs]))}
+    if "rho_mae" in runs[0]["full"]:
+        out["rho_mae_full"] = float(np.median([r["full"]["rho_mae"] for r in runs]))
+        out["rho_mae_curves"] = {s: [round(med(runs, s, k, "rho_mae"), 5)
+                                     for k in range(len(BUDGETS))]
+                                 for s in ("active", "random", "cheapest")}
+    return out
+
+
+def simulated_cases(n_seeds: int, laws) -> list[dict]:
+    cases = []
+    for lname in laws:
+        law = LAWS[lname]
+        pool = make_pool(law)
+        n_max, d_max = max(SIZES), max(SIZES) * max(TPP)
+        for noise in NOISES:
+            runs = []
+            for seed in range(n_seeds):
+                rng = np.random.default_rng([seed, int(noise * 1e4)])
+                answers = [true_loss(law, r["format"], r["n_params"], r["tokens"])
+                           * math.exp(noise * rng.standard_normal()) for r in pool]
+                design_targets = np.array([true_loss(law, f, n_max, d_max) for f in law["rho"]])
+                runs.append(run_case(pool, answers, design_targets, law["rho"], seed))
+            cases.append(summarize(f"{lname}/noise={noise}", runs))
+    return cases
+
+
+def replay_case(path: str, n_seeds: int) -> dict:
+    """A results table as ground truth: truth at the targets = the table's own losses."""
+    import pandas as pd
+
+    df = pd.read_csv(path) if path.endswith(".csv") else pd.read_parquet(path)
+    df = df[df.get("status", "ok").eq("ok")] if "status" in df else df
+    pool = df.to_dict("records")
+    answers = [float(x) for x in df["loss"]]
+    design = ActiveDesign(pool, 1.0)
+    truth = []
+    for lab, n, d in design.pool.targets:
+        hit = [answers[i] for i in range(len(pool)) if design.pool.fmt[i] ==
+               design.pool.labels.index(lab) and design.pool.n[i] == n and design.pool.d[i] == d]
+        truth.append(np.mean(hit) if hit else np.nan)
+    truth = np.array(truth)
+    keep = np.isfinite(truth)
+    runs = [run_case(pool, answers, np.where(keep, truth, 0.0), None, s) for s in range(n_seeds)]
+    return summarize(f"replay:{Path(path).name}", runs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--replay", action="append", default=[],
+                    help="results table(s) to replay (default: data/reference/*/results.csv)")
+    ap.add_argument("--quick", action="store_true", help="one law, two seeds (smoke run)")
+    ap.add_argument("--ensemble", type=int, default=OPTS["ensemble"])
+    ap.add_argument("--cost-exponent", type=float, default=OPTS["cost_exponent"])
+    args = ap.parse_args()
+    OPTS.update(ensemble=args.ensemble, cost_exponent=args.cost_exponent)
+    t0 = time.perf_counter()
+    laws = ["chinchilla_unified"] if args.quick else list(LAWS)
+    seeds = 2 if args.quick else args.seeds
+    cases = simulated_cases(seeds, laws)
+    replays = args.replay or [str(p) for p in Path("data/reference").glob("*/results.csv")]
+    for path in replays:
+        cases.append(replay_case(path, seeds))
+    for c in cases:
+        print(f"{c['case']:36s} match={c['fraction_to_match']:<6} full={c['full_grid']:.4f} "
+              f"active={c['curves']['active']} random={c['curves']['random']}")
+    fracs = [c["fraction_to_match"] for c in cases]
+    result = {
+        "median_fraction_to_match_full_grid": float(np.median(fracs)),
+        "target_fraction": 0.10,
+        "active_le_random_every_budget_all_cases": all(
+            c["active_le_random_every_budget"] for c in cases),
+        "budgets": list(BUDGETS), "seeds": seeds, "options": OPTS, "noises": list(NOISES),
+        "replay_tables": replays, "wall_s": round(time.perf_counter() - t0, 1),
+        "cases": cases,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
