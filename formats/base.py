@@ -12,15 +12,19 @@ collision, and :func:`valid_forms` is what a bad spec's error message lists.
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from raysweep.errors import SpecError
 
 from .gaussian import GMSE
 
 TINY = 1.1754943508222875e-38  # float32 tiny: the floor of every scale
+MC_VERSION = "mc1"  # bump when a projection's numbers change (invalidates cached MC GMSE)
 
 
 class Representation:
@@ -42,6 +46,7 @@ class Representation:
     nm: tuple[int, int] | None = None
     hadamard: int | None = None
     parts: tuple | None = None
+    cache_tag: str = ""  # extra Monte Carlo cache key (e.g. a codebook's build settings)
 
     def project(self, x):
         """(x_hat, trust_mask | None): x projected along its last dim.
@@ -70,9 +75,32 @@ class Representation:
         return cached
 
     def _gmse(self) -> GMSE:
-        from .gaussian import monte_carlo
+        """Monte Carlo GMSE (subclasses with an exact value override this).
 
-        return monte_carlo(self.project)
+        Deterministic, so it is cached on disk under :func:`cache_dir` keyed by
+        the spec and every Monte Carlo setting (``RAYSWEEP_NO_CACHE=1`` skips it).
+        """
+        import hashlib
+        import json
+
+        from . import gaussian as g
+
+        key = (f"{MC_VERSION}|{self.spec}|{self.cache_tag}|{g.MC_COLS}|{g.MC_SEED}|"
+               f"{g.MC_REL_SE}|{g.MC_MAX_ELEMENTS}")
+        path = cache_dir() / "gmse" / (hashlib.sha1(key.encode()).hexdigest()[:20] + ".json")
+        use_cache = not os.environ.get("RAYSWEEP_NO_CACHE")
+        if use_cache and path.exists():
+            try:
+                rec = json.loads(path.read_text())
+                if rec["key"] == key:
+                    return GMSE(float(rec["value"]), float(rec["stderr"]), "mc")
+            except (OSError, ValueError, KeyError):
+                pass
+        res = g.monte_carlo(self.project)
+        if use_cache:
+            rec = json.dumps({"key": key, "value": res.value, "stderr": res.stderr})
+            atomic_save(lambda f: f.write(rec.encode()), path)
+        return res
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.spec}>"
@@ -131,9 +159,42 @@ OPTIONS_USAGE = "options @absmax, @g{G} (G = 2..65536), @h (int, fp, lloyd, tern
 
 def valid_forms() -> str:
     """One line listing every valid spec form (for error messages)."""
-    return ("valid forms: " + ", ".join(f.usage for f in _FORMS.values())
+    order = ("int", "fp", "float", "lloyd", "ternary", "noise", "sparse", "nm", "vq")
+    names = sorted(_FORMS, key=lambda n: order.index(n) if n in order else len(order))
+    return ("valid forms: bf16|none, " + ", ".join(_FORMS[n].usage for n in names)
             + f"; {OPTIONS_USAGE}; compose with A+B")
 
 
 def spec_error(part: str, why: str) -> SpecError:
     return SpecError(f"spec part {part!r}: {why}; {valid_forms()}")
+
+
+# ----------------------------------------------------------------------------- disk cache
+
+
+def cache_dir() -> Path:
+    """Where VQ codebooks and Monte Carlo GMSE values are cached.
+
+    ``$RAYSWEEP_CACHE_DIR`` if set, else ``~/.cache/raysweep``. Every cached
+    value is deterministic (seeded), so the cache only saves time.
+    """
+    return Path(os.environ.get("RAYSWEEP_CACHE_DIR") or Path.home() / ".cache" / "raysweep")
+
+
+def atomic_save(write: Callable, path: Path) -> None:
+    """Write a file by ``write(fileobj)`` to a temp file in the same dir, then rename.
+
+    Failures (read-only home, full disk) are ignored: the cache is optional.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError:
+        pass

@@ -41,6 +41,7 @@ class Composite(Representation):
         self.spec = "+".join(p.spec for p in parts)
         self.family = "+".join(p.family for p in parts)
         self.is_identity = all(p.is_identity for p in parts)
+        self.cache_tag = ",".join(p.cache_tag for p in parts)
         density, mask_bits, value_bits = 1.0, 0.0, 16.0
         for p in parts:
             keep = getattr(p, "keep_fraction", None)
@@ -136,5 +137,8 @@ def parse(spec: str) -> Representation:
     spec = spec.strip()
     if not spec:
         raise spec_error(spec, "empty spec")
-    parts = tuple(_parse_part(p) for p in spec.split("+"))
+    pieces = spec.split("+")
+    if "" in pieces:
+        raise spec_error(spec, "dangling '+' (every part of A+B must be a spec)")
+    parts = tuple(_parse_part(p) for p in pieces)
     return parts[0] if len(parts) == 1 else Composite(parts)
