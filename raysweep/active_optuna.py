@@ -29,6 +29,7 @@ no longer in the pool are ignored.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -152,8 +153,12 @@ def tell_result(study: optuna.Study, number: int, result: dict | None, error: bo
 
     Only the trainer's final *result row* is an observation (COMPLETE): a
     finite ``loss`` with ``status == "ok"`` (the row's status field, which the
-    intermediate eval reports lack) and, when ``tokens`` is in the result and
-    ``planned_tokens`` is given, the full token count reached. Tune's own
+    intermediate eval reports lack) and, when ``tokens`` is in the row and
+    ``planned_tokens`` is given, the full token count reached. The sweep's
+    trainable (:func:`raysweep.backends.trainable`) reports the row as
+    ``row_json`` (status ``ok`` when the row has none) and a deterministic
+    failure as ``failed_json``; a flat result with ``loss``/``status``/``tokens``
+    works too. Tune's own
     ``done`` flag is not trusted: Tune sets it on the last result of any trial
     it ends, including one stopped early by ASHA or a stopper, whose last result
     is an intermediate eval (this is how OptunaSearch ends up reporting
@@ -162,11 +167,16 @@ def tell_result(study: optuna.Study, number: int, result: dict | None, error: bo
     PRUNED. FAIL and PRUNED runs are not observations and count as failures.
     """
     result = result or {}
-    loss = result.get("loss")
-    status = result.get("status")
+    row = result
+    if "failed_json" in result:  # raysweep.backends.trainable: a deterministic failure
+        error = True
+    elif "row_json" in result:  # raysweep.backends.trainable: the final result row
+        row = {"status": "ok", "loss": result.get("loss"), **json.loads(result["row_json"])}
+    loss = row.get("loss")
+    status = row.get("status")
     final = (isinstance(loss, (int, float)) and math.isfinite(loss) and status == "ok")
-    if final and planned_tokens is not None and "tokens" in result:
-        final = float(result["tokens"]) >= 0.999 * float(planned_tokens)
+    if final and planned_tokens is not None and row.get("tokens") is not None:
+        final = float(row["tokens"]) >= 0.999 * float(planned_tokens)
     if error or (status is not None and status != "ok"):
         study.tell(number, state=TrialState.FAIL)
         return "FAIL"

@@ -95,6 +95,28 @@ def test_failed_and_early_stopped_runs(tmp_path):
         study.tell(trial, loss(pool[i]))
 
 
+def test_results_of_the_sweep_trainable(tmp_path):
+    """raysweep.backends.trainable reports the final row as row_json (Tune adds done)."""
+    import json
+
+    pool = make_pool()
+    study, sampler = open_study("s", pool, opts(), f"sqlite:///{tmp_path / 'a.db'}")
+    cases = [
+        ({"loss": 3.2, "row_json": json.dumps({"loss": 3.2, "status": "ok"}), "done": True},
+         "COMPLETE"),
+        ({"loss": 9.0, "row_json": json.dumps({"loss": 9.0, "status": "diverged"}),
+          "done": True}, "FAIL"),
+        ({"failed_json": json.dumps({"error": "miss"}), "done": True}, "FAIL"),
+        ({"val_loss": 3.4, "tokens": 1e5, "step": 10, "done": True}, "PRUNED"),
+    ]
+    for result, state in cases:
+        trial, i = ask(study, sampler)
+        row = json.loads(result.get("row_json", "{}"))
+        if row:
+            result["row_json"] = json.dumps({**row, "tokens": pool[i]["tokens"]})
+        assert tell_result(study, trial.number, result, False, pool[i]["tokens"]) == state
+
+
 def test_history_follows_run_ids_when_the_pool_is_reordered(tmp_path):
     pool = make_pool()
     url = f"sqlite:///{tmp_path / 'a.db'}"
