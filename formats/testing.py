@@ -80,7 +80,6 @@ class FormatConformance:
 
     def test_gmse_matches_empirical(self, rep):
         import torch
-
         from raysweep.formats.gaussian import MC_COLS
 
         rows = N_SAMPLES // MC_COLS

@@ -1,7 +1,6 @@
 """Every family through the conformance suite of raysweep.formats.testing."""
 
 import pytest
-
 from raysweep.formats.testing import FormatConformance
 
 SPECS = [
