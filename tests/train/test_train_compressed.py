@@ -47,10 +47,15 @@ def test_compressed_run_reports_format_and_learns(weights, activations):
 
 
 def test_compression_costs_loss_in_gmse_order():
-    """Same seed and data: dense <= int4 <= int2 on W+A (int2's GMSE is 10x int4's)."""
-    loss = {s: train({**TINY, "weights": s, "activations": s, "tokens": 80 * 8 * 64})["loss"]
+    """stdlib, same seed: int2 W+A (GMSE 0.119) is clearly worse than dense and int4 (0.012).
+
+    Measured gaps at 150k tokens: dense - int2 = -0.08 / -0.10 (seeds 0 / 1), int4 - int2 =
+    -0.04 / -0.05; seed noise is ~0.04, so only these orderings are asserted.
+    """
+    cfg = {"size": "d32", "tokens": 150_000, "eval_every": 1000, "device": "cpu"}
+    loss = {s: train({**cfg, "weights": s, "activations": s})["loss"]
             for s in ("bf16", "int4", "int2")}
-    assert loss["bf16"] < loss["int2"] and loss["int4"] < loss["int2"]
+    assert loss["bf16"] < loss["int2"] - 0.03 and loss["int4"] < loss["int2"]
 
 
 def test_bad_spec_is_an_error():
