@@ -209,6 +209,11 @@ def run_study(study: Study, out: str | Path = "runs", max_concurrent: int | None
         if study.backend == "train":
             t["checkpoint_dir"] = str(sdir / "checkpoints" / t["run_id"])
         t["threads"] = max(1, int(study.resources.cpu))
+        if study.backend == "train" and study.data not in ("stdlib", "synthetic"):
+            # Tune runs each trial in its own directory: a corpus dir relative to where
+            # `raysweep run` was started must reach train() absolute (the run id, hashed
+            # at expansion, keeps the path as the study wrote it)
+            t["data"] = str(Path(study.data).expanduser().resolve())
     pending = [t for t in pool if t["run_id"] not in done]
     summary = {"study": study.name, "dir": str(sdir), "n_trials": len(pool),
                "already_done": len(pool) - len(pending)}
