@@ -75,3 +75,32 @@ def test_searcher_in_a_tune_run(ray_local, tmp_path):
     spent = sum(6 * r["n_params"] * r["tokens"] for r in POOL
                 if r["run_id"] in by_run)
     assert spent <= 0.35 * sum(6 * r["n_params"] * r["tokens"] for r in POOL)
+
+
+@pytest.mark.timeout(180)
+def test_active_study_through_the_sweep(ray_local, tmp_path):
+    """search: {strategy: active} through raysweep.sweep.run_study (simulated backend)."""
+    import optuna
+
+    from raysweep.study import expand, parse_study
+    from raysweep.sweep import run_study
+
+    study = parse_study({
+        "version": 1, "name": "act", "backend": "simulated", "sizes": ["2x64", "3x96", "4x128"],
+        "tokens_per_param": [10, 20],
+        "representations": [{"name": "dense"}, {"name": "w4", "weights": "int4"},
+                            {"name": "w2", "weights": "int2"}],
+        "search": {"strategy": "active", "budget_fraction": 0.3, "batch": 2, "ensemble": 6}})
+    pool = expand(study)
+    first = run_study(study, tmp_path)
+    url = f"sqlite:///{tmp_path / 'act' / 'active.db'}"
+    trials = optuna.load_study(study_name="raysweep-active-act", storage=url).trials
+    states = {t.state.name for t in trials}
+    assert states == {"COMPLETE"} and first["finished"] == len(trials) < len(pool)
+    cost = {r["run_id"]: 6 * r["n_params"] * r["tokens"] for r in pool}
+    spent = sum(cost[t.user_attrs["run_id"]] for t in trials)
+    assert spent <= 0.3 * sum(cost.values())
+    # Resume: the budget is already spent, so the second run proposes nothing new.
+    second = run_study(study, tmp_path)
+    again = optuna.load_study(study_name="raysweep-active-act", storage=url).trials
+    assert len(again) == len(trials) and second["finished"] == 0
