@@ -80,12 +80,15 @@ def uniform_levels(bits: int) -> np.ndarray:
     return np.linspace(-1.0, 1.0, 2**bits)
 
 
-def lloyd_levels(bits: int, tol: float = 1e-7, max_iter: int = 2500) -> np.ndarray:
+def lloyd_levels(bits: int, tol: float = 1e-7, max_iter: int = 1500,
+                 relax: float = 1.8) -> np.ndarray:
     """Lloyd-Max levels of N(0,1) with 2^b levels (MSE-optimal scalar quantizer).
 
     Starts from the Panter-Dite companding points ``sqrt(3) Phi^-1((i + 1/2)/K)``
     (point density ~ phi^(1/3)), then alternates midpoints and exact centroids
-    ``c_i = M1_i / P_i`` until the levels move less than ``tol``.
+    ``c_i = M1_i / P_i`` (over-relaxed: ``c += relax (centroid - c)``, which
+    speeds up the slow global "stretch" mode) until the levels move less than
+    ``tol`` or ``max_iter`` steps (lloyd8: MSE within 1e-4 relative of the limit).
     """
     k = 2**bits
     c = math.sqrt(3.0) * special.ndtri((np.arange(k) + 0.5) / k)
@@ -97,7 +100,7 @@ def lloyd_levels(bits: int, tol: float = 1e-7, max_iter: int = 2500) -> np.ndarr
         new = (_phi(lo) - _phi(hi)) / p
         if np.max(np.abs(new - c)) < tol:
             return new
-        c = new
+        c = c + relax * (new - c)
     return c
 
 
