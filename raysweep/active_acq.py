@@ -217,7 +217,11 @@ class ActiveDesign:
                     left -= cost[i]
             return Proposal(picks, "initial" if picks else "budget")
         if len(observed) < 2:
-            return Proposal([], "waiting")
+            if pending:
+                return Proposal([], "waiting")
+            # the initial runs failed: widen the design with the cheapest runs left
+            ok = [int(i) for i in np.argsort(cost, kind="stable") if free[i] and cost[i] <= left]
+            return Proposal(ok[:n], "initial" if ok else "budget")
         return self._acquire(observed, pending, free, left, n)
 
     def _acquire(self, observed, pending, free, left, n) -> Proposal:

@@ -91,6 +91,16 @@ def test_failed_candidates_are_not_proposed_again():
     assert d.spent(observed, failed={bad: 1}) <= d.budget
 
 
+def test_failed_initial_design_does_not_stall():
+    pool = make_pool()
+    d = ActiveDesign(pool, 1e30, ensemble=8)
+    failed = {i: 1 for i in d.init}
+    prop = d.propose({}, (), failed, n=2)
+    assert prop.reason == "initial" and len(prop.picks) == 2
+    assert not set(prop.picks) & set(d.init)
+    assert d.propose({}, pending=[prop.picks[0]], failed=failed).reason == "waiting"
+
+
 def test_unobserved_format_has_the_widest_target_spread():
     pool = make_pool()
     d = ActiveDesign(pool, 1e30, ensemble=16)
