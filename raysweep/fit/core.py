@@ -20,6 +20,7 @@ on two worker processes; intervals are the 2.5/97.5 percentiles.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 import os
@@ -88,6 +89,21 @@ def fit_table(df: pd.DataFrame, law: str = "unified", bootstrap: int = 0,
     Options: ``delta`` (Huber, default 1e-3), ``keep`` (L-BFGS-B runs per stage,
     default 8), ``workers`` (bootstrap processes, default 2).
     """
+    with _one_blas_thread():
+        return _fit_table(df, law, bootstrap, holdout, seed, **opts)
+
+
+def _one_blas_thread():
+    """Limit BLAS to one thread: the matrices are tiny, and threaded BLAS on a shared
+    2-core machine made one fit 10-20x slower (docs/decisions.md)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: scikit-learn brings it
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
+
+
+def _fit_table(df, law, bootstrap, holdout, seed, **opts) -> FitResult:
     delta = float(opts.get("delta", DELTA))
     df, notes = clean_rows(df)
     held = _holdout_rows(df, holdout)
@@ -206,9 +222,10 @@ def _refit_chunk(args) -> list[np.ndarray]:
     """Worker: refit bootstrap replicates given as index arrays (module level: picklable)."""
     model, design, theta, delta, index_sets = args
     out = []
-    for idx in index_sets:
-        x, _ = polish(Objective(model, design.take(idx), delta), theta, maxiter=500)
-        out.append(x)
+    with _one_blas_thread():
+        for idx in index_sets:
+            x, _ = polish(Objective(model, design.take(idx), delta), theta, maxiter=1500)
+            out.append(x)
     return out
 
 
