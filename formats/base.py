@@ -24,7 +24,7 @@ from raysweep.errors import SpecError
 from .gaussian import GMSE
 
 TINY = 1.1754943508222875e-38  # float32 tiny: the floor of every scale
-MC_VERSION = "mc1"  # bump when a projection's numbers change (invalidates cached MC GMSE)
+MC_VERSION = "mc2"  # bump when a projection's numbers change (invalidates cached MC GMSE)
 
 
 class Representation:

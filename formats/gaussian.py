@@ -129,7 +129,9 @@ def monte_carlo(project, rel_se: float = MC_REL_SE, seed: int = MC_SEED, cols: i
     Rows of ``cols`` samples are drawn in batches from a seeded CPU generator (so
     the answer is deterministic); each row's MSE is one observation, and batches
     are added until the standard error of the mean is ``rel_se`` of the mean (or
-    ``max_elements`` is reached). Returns ``GMSE(mean, stderr, "mc")``.
+    ``max_elements`` is reached). The first batch has 2^18 samples; each next
+    one is sized from the variance seen so far to just reach the target.
+    Returns ``GMSE(mean, stderr, "mc")``.
     """
     import torch
 
@@ -148,4 +150,6 @@ def monte_carlo(project, rel_se: float = MC_REL_SE, seed: int = MC_SEED, cols: i
         se = float(v.std()) / math.sqrt(v.numel()) if v.numel() > 1 else float("inf")
         if mean == 0.0 or se <= rel_se * mean or n >= max_elements:
             return GMSE(mean, se if mean else 0.0, "mc")
-        rows = min(rows * 2, 1 << 12)
+        # rows still needed for the target (se ~ 1/sqrt(rows)), +10%, at most 4x so far
+        need = v.numel() * ((se / (rel_se * mean)) ** 2 - 1.0) * 1.1
+        rows = int(min(max(need, 16), 4 * v.numel(), (max_elements - n) // cols + 1))

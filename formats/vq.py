@@ -82,7 +82,9 @@ def _nearest(v, cb, chunk_elems: int = 1 << 24):
 
     cn = cb.pow(2).sum(1)
     step = max(1, chunk_elems // cb.shape[0])
-    out = [torch.argmin(cn - 2.0 * (v[i:i + step] @ cb.T), dim=1) for i in range(0, len(v), step)]
+    # argmin_j |c_j|^2 - 2 v.c_j (|v|^2 is common); addmm fuses the add into the GEMM
+    out = [torch.argmin(torch.addmm(cn, v[i:i + step], cb.T, alpha=-2.0), dim=1)
+           for i in range(0, len(v), step)]
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=v.device)
 
 
