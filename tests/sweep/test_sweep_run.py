@@ -177,6 +177,7 @@ def test_train_backend_trial_reports_row_and_drops_checkpoint(ray_session, tmp_p
     assert not (tmp_path / "tr" / "checkpoints" / row["run_id"]).exists()
 
 
+@pytest.mark.timeout(120)  # the searcher is another module's: a hang must not stall CI
 def test_active_strategy_plugs_in_its_searcher(ray_session, tmp_path):
     pytest.importorskip("raysweep.active")
     s = make("act", sizes=["2x32", "2x48", "2x80"],
