@@ -51,10 +51,11 @@ def main() -> None:
         "fit_rmse_log": round(point.fit_error["rmse_log"], 5),
         "alpha": [round(point.params["alpha"], 4), TRUTH["alpha"]],
         "F_int": [round(point.capacity["int"]["F"], 4), CAPACITY["int"][1]],
-        "alpha_ci": [round(x, 4) for x in boot.ci["alpha"]],
-        "ci_contains_truth": float(np.mean([boot.ci[k][0] <= v <= boot.ci[k][1]
-                                            for k, v in TRUTH.items()])),
     }
+    if args.bootstrap:
+        out["alpha_ci"] = [round(x, 4) for x in boot.ci["alpha"]]
+        out["ci_contains_truth"] = float(np.mean([boot.ci[k][0] <= v <= boot.ci[k][1]
+                                                  for k, v in TRUTH.items()]))
     print(json.dumps(out))
 
 

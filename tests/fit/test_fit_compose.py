@@ -72,3 +72,25 @@ def test_frantar_reads_sparsity_from_parts(table):
     res = fit_table(table, law="frantar")
     assert res.n_points == 24  # dense + sparse50 only
     assert any("outside its scope" in n for n in res.notes)
+
+
+def test_real_spec_columns_through_formats_parse():
+    formats = pytest.importorskip("raysweep.formats")
+    if not hasattr(formats, "parse"):
+        pytest.skip("raysweep.formats.parse not available")
+    rows = []
+    truth = {"int": (1.0, 0.41, 1.39), "sparse": (0.95, 0.8, 1.0)}
+    for spec in ["bf16", "int2", "int3", "int4", "sparse30", "sparse50", "sparse70",
+                 "sparse50+int4"]:
+        parts = formats.parse(spec).parts or (formats.parse(spec),)
+        rho = math.prod(unified_rho(p.family, p.gmse().value, truth)
+                        for p in parts if not p.is_identity)
+        for n in (1e7, 4e7, 1.6e8, 6.4e8):
+            for r in (40, 250):
+                rows.append({"weights": spec, "activations": "bf16", "n_params": n,
+                             "tokens": n * r,
+                             "loss": 400 * (n * rho) ** -0.3 + 2000 * (n * r) ** -0.35 + 1.8})
+    res = fit_table(pd.DataFrame(rows), law="unified")
+    assert res.capacity["int"]["F"] == pytest.approx(0.41, rel=1e-2)
+    assert res.capacity["sparse"]["C"] == pytest.approx(1.0, rel=1e-2)
+    assert "sparse50+int4|bf16" in res.rho
