@@ -149,10 +149,15 @@ def summarize(name, runs, metric="target_rmse") -> dict:
            "curves": {s: [round(v, 5) for v in c] for s, c in curves.items()},
            "active_s_mean": float(np.mean([r["active_s"] for r in runs]))}
     if "rho_mae" in runs[0]["full"]:
-        out["rho_mae_full"] = float(np.median([r["full"]["rho_mae"] for r in runs]))
-        out["rho_mae_curves"] = {s: [round(med(runs, s, k, "rho_mae"), 5)
-                                     for k in range(len(BUDGETS))]
-                                 for s in ("active", "random", "cheapest")}
+        rfull = float(np.median([r["full"]["rho_mae"] for r in runs]))
+        rc = {s: [med(runs, s, k, "rho_mae") for k in range(len(BUDGETS))]
+              for s in ("active", "random", "cheapest")}
+        out["rho_mae_full"] = rfull
+        out["rho_fraction_to_match"] = next(
+            (b for b, e in zip(BUDGETS, rc["active"]) if e <= 1.1 * rfull), 1.0)
+        out["rho_budgets_active_worse"] = [
+            b for b, a, r in zip(BUDGETS, rc["active"], rc["random"]) if a > r]
+        out["rho_mae_curves"] = {s: [round(v, 5) for v in c] for s, c in rc.items()}
     return out
 
 
@@ -220,6 +225,9 @@ def main() -> None:
         "target_fraction": 0.10,
         "active_le_random_every_budget_all_cases": all(
             c["active_le_random_every_budget"] for c in cases),
+        "median_fraction_to_match_full_grid_rho": float(np.median(
+            [c["rho_fraction_to_match"] for c in cases if "rho_fraction_to_match" in c]
+            or [math.nan])),
         "budgets": list(BUDGETS), "seeds": seeds, "options": OPTS, "noises": list(NOISES),
         "replay_tables": replays, "wall_s": round(time.perf_counter() - t0, 1),
         "cases": cases,
