@@ -48,6 +48,8 @@ def main(quick: bool = False) -> dict:
     from raysweep.formats import parse
     from raysweep.formats.parse import parse as cached_parse
 
+    torch.set_num_threads(1)  # one thread: robust to other jobs on a shared machine
+
     exact = {}
     for s in EXACT:
         cached_parse.cache_clear()
