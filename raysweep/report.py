@@ -150,6 +150,11 @@ def _fmt(v, digits=4) -> str:
     return f"{v:.{digits}g}"
 
 
+def _short(flag: str | None) -> str:
+    """The flag's kind only (the reasons are listed under "What this data resolves")."""
+    return "" if not flag else flag.split(":")[0]
+
+
 def _ci(ci) -> str:
     return f"[{_fmt(ci[0], 3)}, {_fmt(ci[1], 3)}]" if ci else "-"
 
@@ -170,10 +175,10 @@ def _blocks(name, df, uni, u_err, dec, comp, laws, formats, images, bootstrap) -
                     "rho = L tanh(F log_{1/4} GMSE)^C per family, multiplied over parts. "
                     f"Status: **{uni.status.value}**."),
               ("table", ["parameter", "estimate", "95% interval", "flag"],
-               [[k, _fmt(v), _ci(uni.ci.get(k)), uni.flags.get(k, "")]
+               [[k, _fmt(v), _ci(uni.ci.get(k)), _short(uni.flags.get(k))]
                 for k, v in uni.params.items()]
                + [[f"{fam}.{k}", _fmt(v), _ci(uni.ci.get(f"{fam}.{k}")),
-                   uni.flags.get(f"{fam}.{k}", uni.flags.get(fam, ""))]
+                   _short(uni.flags.get(f"{fam}.{k}", uni.flags.get(fam)))]
                   for fam, ps in uni.capacity.items() for k, v in ps.items()])]
     b += [("h", 2, "Capacity per format"),
           ("table", ["format", "parts (role:spec family GMSE)", "bits/weight", "runs",

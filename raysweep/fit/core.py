@@ -213,9 +213,24 @@ def _identification(model: Law, design: Design, theta: np.ndarray) -> dict:
         flags[group] = "not identified: " + why
     for name, x, (lo, hi) in zip(model.names, theta, model.bounds):
         if min(x - lo, hi - x) < 1e-6 * max(1.0, hi - lo):
-            flags.setdefault(name, f"at the bound of its range [{lo}, {hi}]: an edge solution, "
-                                   "the data do not determine it")
+            flags.setdefault(reported_name(name), f"at the bound of its range [{lo}, {hi}]: "
+                                                  "an edge solution, the data do not determine it")
     return flags
+
+
+_RENAME = {"a": "A", "b": "B", "e": "E", "la_S": "a_S", "lc_S": "c_S", "la_D": "a_D"}
+
+
+def reported_name(internal: str) -> str:
+    """The reported name of an internal (log-space) parameter: ``e`` -> ``E``,
+    ``int.logL`` -> ``int.L`` (the bound applies to ln L), ``logrho[x]`` -> ``rho[x]``."""
+    fam, dot, name = internal.rpartition(".")
+    name = _RENAME.get(name, name)
+    if name.startswith("log_"):
+        name = name[4:]
+    elif name.startswith("log") and name != "log":
+        name = name[3:]
+    return f"{fam}{dot}{name}"
 
 
 def _refit_chunk(args) -> list[np.ndarray]:

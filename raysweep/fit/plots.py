@@ -167,17 +167,20 @@ def rho_vs_gmse(design, unified, decoupled, path: Path) -> Path:
         xs = np.linspace(0.02, xmax + 1.0, 200)
         for fam in unified.model.families:
             y = unified.model.curve(np.array(unified.theta), fam, 4.0 ** -xs)
+            shaky = str(unified.flags.get(fam, "")).startswith("not identified")
+            tag = " (NOT identified: too few GMSE levels)" if shaky else ""
             if fam == "noise":
-                ax.plot(xs, y, "k--", lw=1.8,
-                        label="noise injection fit = rate-distortion bound")
+                ax.plot(xs, y, "k" + (":" if shaky else "--"), lw=1.8,
+                        label="noise injection fit = rate-distortion bound" + tag)
             else:
-                ax.plot(xs, y, color=colors.get(fam, "gray"), lw=1.5, label=f"{fam}: fitted curve")
+                ax.plot(xs, y, color=colors.get(fam, "gray"), lw=1.5, ls=":" if shaky else "-",
+                        label=f"{fam}: fitted curve" + tag)
     ax.axhline(1.0, color="gray", lw=0.8, ls=":")
     ax.set_xlabel("effective bits  log_{1/4} GMSE  (GMSE = Gaussian MSE of the format)")
     ax.set_ylabel("capacity rho (N_eff / N)")
     ax.set_ylim(0, 1.15)
     ax.set_title("Capacity vs Gaussian MSE: free rho per format, fitted tanh curve per family")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
