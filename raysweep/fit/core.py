@@ -104,6 +104,10 @@ def _one_blas_thread():
 
 
 def _fit_table(df, law, bootstrap, holdout, seed, **opts) -> FitResult:
+    unknown = set(opts) - {"delta", "keep", "workers"}
+    if unknown:
+        raise FitError(f"fit_table: unknown option(s) {sorted(unknown)}; allowed: delta, keep, "
+                       "workers")
     delta = float(opts.get("delta", DELTA))
     df, notes = clean_rows(df)
     held = _holdout_rows(df, holdout)
@@ -128,9 +132,7 @@ def _fit_table(df, law, bootstrap, holdout, seed, **opts) -> FitResult:
     pred, _ = model.predict(theta, design, jac=False)
     hold_err = {"rmse_log": None, "rmse": None, "n": 0}
     if held.any():
-        hd = make_design(df[held], clean=False)
-        hold_err = dict(_errors(hd.log_loss, model.predict(theta, hd, jac=False)[0]),
-                        n=int(held.sum()))
+        hold_err = _holdout_error(model, theta, make_design(df[held], clean=False), notes)
     status = (FitStatus.NOT_IDENTIFIED if any(v.startswith("not identified") for v in
                                                 flags.values())
               else FitStatus.WIDE_INTERVALS if flags else FitStatus.OK)
@@ -155,6 +157,25 @@ def _holdout_rows(df: pd.DataFrame, expr: str | None) -> np.ndarray:
     if held.all():
         raise FitError(f"--holdout {expr!r} selects every row; nothing is left to fit")
     return held
+
+
+def _holdout_error(model: Law, theta: np.ndarray, hd: Design, notes: list) -> dict:
+    """Errors on the held-out rows the law can predict (a decoupled law cannot predict a
+    format it never saw; such rows are counted out with a note)."""
+    ok = np.zeros(hd.n, bool)
+    pred = np.full(hd.n, np.nan)
+    for i in range(hd.n):
+        try:
+            pred[i] = model.predict(theta, hd.take(np.array([i])), jac=False)[0][0]
+            ok[i] = True
+        except FitError:
+            pass
+    if not ok.all():
+        notes.append(f"{int((~ok).sum())} held-out row(s) not scored: the {model.name} law "
+                     "cannot predict their format")
+    if not ok.any():
+        return {"rmse_log": None, "rmse": None, "n": 0}
+    return dict(_errors(hd.log_loss[ok], pred[ok]), n=int(ok.sum()))
 
 
 def _check_size(design: Design, model: Law) -> None:

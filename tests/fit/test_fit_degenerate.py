@@ -94,3 +94,17 @@ def test_holdout_is_scored():
     assert res.holdout_error["n"] == held
     assert res.n_points == len(df) - held
     assert 0 < res.holdout_error["rmse_log"] < 0.05
+
+
+def test_decoupled_holdout_of_an_unseen_format_is_noted():
+    df = _table(noise=0.003, seed=1)
+    res = fit_table(df, law="decoupled", holdout="format == 'int2|bf16' or n_params > 1e8")
+    assert res.holdout_error["n"] == int(((df["format"] != "int2|bf16")
+                                          & (df["n_params"] > 1e8)).sum())
+    assert any("not scored" in n for n in res.notes)
+    assert res.rho["int2|bf16"] is None
+
+
+def test_unknown_option_is_named():
+    with pytest.raises(FitError, match="unknown option.*'detla'"):
+        fit_table(_table(), detla=1e-3)
