@@ -13,6 +13,7 @@ row maxima and RMS estimates depend on the group size).
 Rounding (a Triton kernel elsewhere reproduces it bit for bit):
 
 - ``int{b}`` uses the mid-rise formula of :mod:`raysweep.kernels.reference`
+  (computed by :mod:`.fastint`, identical bit for bit)
   (``r = round(clamp(x/s, -a, a)/step + 1/2)``, round half to even, ``x_hat =
   (r step - step/2) s``, float64 row sum of squares) with ``a = alpha*(b)``.
 - other grids pick the nearest level by ``torch.bucketize`` on the level
@@ -98,12 +99,14 @@ class ScalarGrid(Representation):
 
     def _project_int(self, x):
         import torch
-        from raysweep.kernels.reference import f32, grid_constants, int_quant_ref
+        from raysweep.kernels.reference import f32, grid_constants
+
+        from .fastint import int_rms_project
 
         b = self.int_bits
-        if not self.absmax:
+        if not self.absmax:  # the numbers of kernels.reference.int_quant_ref, bit for bit
             a, step, _ = grid_constants(b, self.clip_mult)
-            return int_quant_ref(x, b, self.clip_mult, f32(self._trust_radius(step)))
+            return int_rms_project(x, b, self.clip_mult, f32(self._trust_radius(step)))
         # absmax: s = max|row|, the grid spans [-1, 1] in units of s (nothing is clipped)
         _, step, _ = grid_constants(b, 1.0)
         s0 = x.abs().amax(-1, keepdim=True)

@@ -117,3 +117,18 @@ def test_groups_and_absmax():
         rep.project(torch.randn(2, 48))
     # absmax is far worse than RMS scaling at low bits (paper.md §3)
     assert parse("int2@absmax").gmse().value > 1.5 * parse("int2").gmse().value
+
+
+@pytest.mark.parametrize("n", [1, 3, 100, 4096, 70000])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fast_int_path_is_bit_identical_to_kernel_reference(n, dtype):
+    from raysweep.formats.fastint import int_rms_project
+    from raysweep.kernels.reference import int_quant_ref
+
+    g = torch.Generator().manual_seed(n)
+    x = (torch.randn(37, n, generator=g) * torch.rand(37, 1, generator=g) * 10).to(dtype)
+    x[3] = 0.0
+    for bits in (1, 2, 4, 8):
+        ref = int_quant_ref(x, bits, 1.7, 0.3)
+        fast = int_rms_project(x, bits, 1.7, 0.3)
+        assert torch.equal(ref[0], fast[0]) and torch.equal(ref[1], fast[1])
