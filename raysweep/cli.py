@@ -90,6 +90,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--holdout", default=None, metavar="EXPR", help="pandas query of rows to hold out")
     p.add_argument("--json", default=None, metavar="OUT", help="write the fit as JSON to OUT")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--share-family", action="append", default=[], metavar="FAM=TO",
+                   help="fit family FAM on family TO's capacity curve (e.g. noise=int)")
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:

@@ -71,12 +71,26 @@ def _interval(v, ci) -> str:
     return f"{v:.4g}" + (f"  [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "")
 
 
+def parse_share(items: list[str]) -> dict[str, str]:
+    """``["noise=int"]`` -> ``{"noise": "int"}``; a malformed item is a FitError."""
+    from raysweep.errors import FitError
+
+    out = {}
+    for item in items:
+        fam, eq, to = item.partition("=")
+        if not (eq and fam.strip() and to.strip()):
+            raise FitError(f"--share-family {item!r}: expected FAMILY=FAMILY, e.g. noise=int")
+        out[fam.strip()] = to.strip()
+    return out
+
+
 def cmd_fit(args) -> int:
     from raysweep.fit import fit_table, read_table
 
     df = read_table(args.table)
     res = fit_table(df, law=args.law, bootstrap=args.bootstrap, holdout=args.holdout,
-                    seed=getattr(args, "seed", 0))
+                    seed=getattr(args, "seed", 0),
+                    share=parse_share(getattr(args, "share_family", None) or []))
     print(summary(res))
     if args.json:
         write_json(args.json, res.to_json())

@@ -69,6 +69,7 @@ class FitResult:
     theta: tuple
     model: Law = field(repr=False)
     samples: tuple = field(default=(), repr=False)  # bootstrap thetas
+    share: dict = field(default_factory=dict)  # family -> family whose curve it shares
 
     def to_json(self) -> dict:
         """Exactly the fields of the ``raysweep fit --json`` contract."""
@@ -78,7 +79,7 @@ class FitResult:
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
         """Predicted losses for the rows of ``df`` (same columns as the fitted table)."""
-        design = make_design(df, clean=False)
+        design = make_design(df, clean=False, share=self.share)
         return np.exp(self.model.predict(np.array(self.theta), design, jac=False)[0])
 
 
@@ -87,7 +88,9 @@ def fit_table(df: pd.DataFrame, law: str = "unified", bootstrap: int = 0,
     """Fit ``law`` to a results table; see the module docstring for the method.
 
     Options: ``delta`` (Huber, default 1e-3), ``keep`` (L-BFGS-B runs per stage,
-    default 8), ``workers`` (bootstrap processes, default 2).
+    default 8), ``workers`` (bootstrap processes, default 2), ``share`` (a dict
+    mapping a family onto another whose capacity curve it shares, e.g.
+    ``{"noise": "int"}``).
     """
     with _one_blas_thread():
         return _fit_table(df, law, bootstrap, holdout, seed, **opts)
@@ -104,15 +107,18 @@ def _one_blas_thread():
 
 
 def _fit_table(df, law, bootstrap, holdout, seed, **opts) -> FitResult:
-    unknown = set(opts) - {"delta", "keep", "workers"}
+    unknown = set(opts) - {"delta", "keep", "workers", "share"}
     if unknown:
         raise FitError(f"fit_table: unknown option(s) {sorted(unknown)}; allowed: delta, keep, "
-                       "workers")
+                       "workers, share")
+    share = dict(opts.get("share") or {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in share.items()):
+        raise FitError(f"fit_table: share must map family names to family names, got {share!r}")
     delta = float(opts.get("delta", DELTA))
     df, notes = clean_rows(df)
     held = _holdout_rows(df, holdout)
     train_df = df[~held]
-    design = make_design(train_df, clean=False)
+    design = make_design(train_df, clean=False, share=share)
     model = make_law(law, design)
     used = model.rows_used(design)
     if not used.all():
@@ -132,16 +138,17 @@ def _fit_table(df, law, bootstrap, holdout, seed, **opts) -> FitResult:
     pred, _ = model.predict(theta, design, jac=False)
     hold_err = {"rmse_log": None, "rmse": None, "n": 0}
     if held.any():
-        hold_err = _holdout_error(model, theta, make_design(df[held], clean=False), notes)
+        hd = make_design(df[held], clean=False, share=share)
+        hold_err = _holdout_error(model, theta, hd, notes)
     status = (FitStatus.NOT_IDENTIFIED if any(v.startswith("not identified") for v in
                                                 flags.values())
               else FitStatus.WIDE_INTERVALS if flags else FitStatus.OK)
     return FitResult(
         law=law, n_points=design.n, params=model.params(theta), capacity=model.capacity(theta),
-        rho=_rho_table(model, theta, df, law), ci=ci,
+        rho=_rho_table(model, theta, df, share), ci=ci,
         fit_error=_errors(design.log_loss, pred), holdout_error=hold_err, status=status,
         flags=flags, notes=tuple(notes) + design.notes, theta=tuple(map(float, theta)),
-        model=model, samples=tuple(map(tuple, samples)),
+        model=model, samples=tuple(map(tuple, samples)), share=share,
     )
 
 
@@ -337,9 +344,9 @@ def _wide(model: Law, theta: np.ndarray, ci: dict) -> dict:
     return flags
 
 
-def _rho_table(model: Law, theta: np.ndarray, df: pd.DataFrame, law: str) -> dict:
+def _rho_table(model: Law, theta: np.ndarray, df: pd.DataFrame, share: dict) -> dict:
     """rho per distinct representation in the table (fitted and held-out rows)."""
-    design = make_design(df, clean=False)
+    design = make_design(df, clean=False, share=share)
     used = model.rows_used(design)
     out = {}
     for i, lab in enumerate(design.labels):

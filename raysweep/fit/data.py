@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -254,10 +254,13 @@ def clean_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return df, notes
 
 
-def make_design(df: pd.DataFrame, clean: bool = True) -> Design:
+def make_design(df: pd.DataFrame, clean: bool = True, share: dict | None = None) -> Design:
     """Validate a table and reduce it to a :class:`Design`.
 
     ``clean=False`` keeps every row (for predicting); only the columns are checked.
+    ``share`` maps family names onto others that share their capacity curve
+    (``{"noise": "int"}``: noise injection on the scalar-quantization curve, as
+    the paper finds for QuEST).
     """
     if clean:
         df, notes = clean_rows(df)
@@ -267,7 +270,9 @@ def make_design(df: pd.DataFrame, clean: bool = True) -> Design:
     if len(df) == 0:
         raise FitError("table has no usable rows (need columns n_params, tokens, loss > 0)")
     use_specs = any(r in df.columns for r in ROLES)
-    row_parts = tuple(_row_parts(row, use_specs) for _, row in df.iterrows())
+    share = share or {}
+    row_parts = tuple(tuple(replace(p, family=share.get(p.family, p.family)) for p in
+                            _row_parts(row, use_specs)) for _, row in df.iterrows())
     labels = tuple(row_label(row) for _, row in df.iterrows())
     families = tuple(sorted({p.family for parts in row_parts for p in parts}))
     with np.errstate(invalid="ignore", divide="ignore"):

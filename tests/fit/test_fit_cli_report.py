@@ -88,3 +88,14 @@ def test_report_cli_on_dense_only_table(tmp_path):
     assert "no combined representations" in fit["composability"]["note"]
     assert (study / "plots" / "loss_vs_n.png").exists()
     assert pd.read_parquet(study / "results.parquet").shape[0] == 12
+
+
+def test_fit_cli_share_family(table, tmp_path, capsys):
+    path = tmp_path / "results.csv"
+    table.to_csv(path, index=False)
+    out = tmp_path / "fit.json"
+    assert main(["fit", str(path), "--share-family", "noise=int", "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert set(got["capacity"]) == {"int"} and "noise2|noise2" in got["rho"]
+    assert main(["fit", str(path), "--share-family", "noise"]) == 2
+    assert "FAMILY=FAMILY" in capsys.readouterr().err
