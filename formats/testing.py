@@ -22,6 +22,7 @@ Checks (each a ``test_*`` method pytest collects from the subclass):
 - trust mask: None or a bool tensor of x's shape; deterministic;
 - determinism: projecting twice gives identical bits (``noise`` under the same
   ``torch.manual_seed``);
+- a pickled copy (as sent to Ray workers) projects identically;
 - policy: an all-zero row projects to zeros (mask all True); a non-finite
   value only affects its own row; the canonical spec parses to itself.
 """
@@ -125,3 +126,14 @@ class FormatConformance:
             assert torch.isfinite(dirty[1]).all()
         else:
             assert torch.equal(clean[1], dirty[1])
+
+    def test_pickle_round_trip(self, rep):
+        """Representations travel to Ray workers: a pickled copy projects identically."""
+        import pickle
+
+        import torch
+
+        x = torch.randn(2, WIDTH, generator=torch.Generator().manual_seed(4))
+        copy = pickle.loads(pickle.dumps(rep))
+        assert copy.spec == rep.spec and copy.gmse() == rep.gmse()
+        assert torch.equal(_seeded(copy.project, x)[0], _seeded(rep.project, x)[0])
