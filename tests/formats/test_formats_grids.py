@@ -64,13 +64,15 @@ def test_int_matches_midrise_formula_and_kernel_reference():
 
 
 def test_ties_round_half_to_even():
-    # row RMS is exactly 1 for [t, -t, ...] with t = 1; choose a so that t/step + 1/2 is .5
+    # x = 0 sits exactly on a cell boundary of the mid-rise grid: r = round(0 / step + 1/2)
+    # = round(0.5) = 0 under round-half-to-even, so 0 maps to the level -step/2 (not +step/2)
     rep = parse("int2")
-    x = torch.tensor([[1.0, -1.0, 1.0, -1.0]])
+    x = torch.tensor([[0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5, 1.5]])
     x_hat, _ = rep.project(x)
-    assert (x_hat.abs() > 0).all()  # mid-rise: no zero level
-    levels = sorted({round(v, 5) for v in x_hat.flatten().tolist()})
-    assert len(levels) == 2 and levels[0] == -levels[1]
+    a = rep.grid[2]
+    s = float(x.pow(2).mean().sqrt())
+    assert x_hat[0, 0] < 0
+    assert float(x_hat[0, 0]) == pytest.approx(-(a / 3) * s, rel=1e-6)  # step/2 = a/3 at 2 bits
 
 
 @pytest.mark.parametrize("bits", [2, 4])
