@@ -80,7 +80,7 @@ def uniform_levels(bits: int) -> np.ndarray:
     return np.linspace(-1.0, 1.0, 2**bits)
 
 
-def lloyd_levels(bits: int, tol: float = 1e-7, max_iter: int = 1500,
+def lloyd_levels(bits: int, tol: float = 1e-7, max_iter: int = 800,
                  relax: float = 1.8) -> np.ndarray:
     """Lloyd-Max levels of N(0,1) with 2^b levels (MSE-optimal scalar quantizer).
 
