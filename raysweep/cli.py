@@ -34,14 +34,16 @@ def _add_gmse(sub: argparse._SubParsersAction) -> None:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="one training run, in-process")
     p.add_argument("--size", required=True,
-                   help="paper preset (30M, 50M, 100M, 200M), a size-dial value, or LxD (e.g. 2x64)")
+                   help="paper preset (30M, 50M, 100M, 200M), a size-dial value (d64), "
+                        "or LxD (e.g. 2x64)")
     p.add_argument("--weights", default="bf16", metavar="SPEC")
     p.add_argument("--activations", default="bf16", metavar="SPEC")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--tokens-per-param", type=float, default=None)
     g.add_argument("--tokens", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", default=None, help="stdlib (default), synthetic, or a dir with train.bin/val.bin")
+    p.add_argument("--data", default=None,
+                   help="stdlib (default), synthetic, or a dir with train.bin/val.bin")
     p.add_argument("--estimator", default=None, help="ste | trust (default) | rbbm:A")
     p.add_argument("--backend", default="auto", choices=["auto", "triton", "torch"])
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
