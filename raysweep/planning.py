@@ -10,12 +10,19 @@ ends) the figures measured for this project:
   (docs/benchmarks.md, "Training throughput (CPU)"); two 1-thread trials share a
   2-core machine at about 0.8x each (cpu-scale.md: two processes give 1.6-1.9x
   one), so we plan with 0.8x of those figures.
-- GPU (gpu.md; one H100, bf16, torch.compile, seq 512):
-  N 3.4M -> 1.33M tok/s, 10.6M -> 1.06M, 30.5M -> 0.79M, 85M -> 0.44M, 154M -> 0.31M.
+- GPU (one H100, bf16 autocast, eager ``train()``, batch 16 x 512), corrected
+  against the first real gpu-mini sitting (2026-11-23, docs/benchmarks.md): the
+  7x256 (6.0M) dense trial packed 4 to a GPU ran at 0.36M tok/s, i.e. 0.51M tok/s
+  "alone-equivalent" (0.36 x 4 / 2.82), and raysweep's own d256 (3.4M) / d384
+  (10.6M) ran at 0.85M / 0.51M alone. Small models are launch-bound, so the curve
+  is flat from 6M to 30M. Above, gpu.md's torch.compile figures (30.5M 0.79M,
+  85M 0.44M, 154M 0.31M) scaled by the eager/compile ratio measured at 3.4M (0.64).
 
-Compressed training costs more per step (cpu-scale.md: W+A fake quantization
-1.2-1.3x, weights only ~1.1x; raysweep's layers at 2x80: W+A int4 1.2x, int4
-weights 1.08x, sparse50 weights 1.16x); we divide by 1.25 and 1.1.
+Compressed training costs more per step. CPU (cpu-scale.md; raysweep's layers at
+2x80: W+A int4 1.2x, int4 weights 1.08x, sparse50 weights 1.16x): we divide by
+1.25 (activations compressed) and 1.1 (weights only). GPU at 3.4M (launch-bound,
+measured with train()): W+A int4 runs at 0.39x dense, int4 weights at 0.74x,
+sparse50 at 0.66x: we divide by 2.6 and 1.45.
 
 Packing (gpu.md, Ray Tune fractional GPUs): k trials of a small model on one
 GPU give an aggregate speed-up g(k) over one alone (3.4M: 1.86x at k=2, 2.82x
@@ -33,8 +40,10 @@ import math
 
 CPU_POINTS = ((23_712, 0.8 * 108e3), (55_536, 0.8 * 72e3), (151_440, 0.8 * 44e3),
               (389_760, 0.8 * 23e3))
-GPU_POINTS = ((3.41e6, 1.33e6), (10.6e6, 1.06e6), (30.5e6, 0.79e6), (85e6, 0.44e6),
-              (154e6, 0.31e6))
+GPU_POINTS = ((3.41e6, 0.85e6), (5.97e6, 0.51e6), (10.6e6, 0.51e6), (30.5e6, 0.50e6),
+              (85e6, 0.28e6), (154e6, 0.20e6))
+# per-step slow-down of compressed training: (activations compressed, weights only)
+SLOWDOWN = {"cpu": (1.25, 1.1), "gpu": (2.6, 1.45)}
 
 
 def _interp_loglog(points, n: float) -> float:
@@ -55,7 +64,8 @@ def tokens_per_s(n_params: float, device: str = "cpu", weights: str = "bf16",
     """Estimated training tokens/s of one trial alone on one device (see module doc)."""
     base = _interp_loglog(GPU_POINTS if device == "gpu" else CPU_POINTS, n_params)
     w, a = _is_identity(weights), _is_identity(activations)
-    slow = 1.0 if (w and a) else (1.1 if a else 1.25)
+    acts, weights_only = SLOWDOWN["gpu" if device == "gpu" else "cpu"]
+    slow = 1.0 if (w and a) else (weights_only if a else acts)
     return base / slow
 
 
