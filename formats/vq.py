@@ -77,19 +77,38 @@ def _build(d: int, k: int):
 
 
 def _nearest(v, cb, chunk_elems: int = 1 << 17):
-    """Index of the nearest codeword of each row of v.
+    """Index of the nearest codeword of each row of v (float32; ties: lowest index).
 
-    Chunked so the (rows x codewords) distance block stays in cache (512 KiB):
-    large blocks cost more in page faults than in arithmetic.
+    ``argmin_j |c_j|^2 - 2 v.c_j`` (|v|^2 is common to a row), one GEMM per chunk
+    with the add fused (``addmm``). ``torch.argmin`` on CPU is a slow scalar
+    kernel (about 1.5 ns per entry, 6x the GEMM), while ``amin``, ``amax`` and
+    float arithmetic are vectorized, so the index is recovered without it:
+    with ``m = min_j D_j`` and ``r_j = sign(D_j - m)`` (0 exactly at the minima,
+    1 elsewhere), ``max_j (K - j)(1 - r_j)`` is ``K - j*`` for the lowest minimizing
+    j: the same answer as ``argmin``, bit for bit, about 3x faster on CPU.
+    (Comparisons producing bool tensors are as slow as argmin, hence ``sign``.)
+    The (rows x K) block, 512 KiB, is allocated once and reused: a fresh block
+    per chunk costs more in page faults than the arithmetic.
     """
     import torch
 
+    n_code = cb.shape[0]
     cn = cb.pow(2).sum(1)
-    step = max(1, chunk_elems // cb.shape[0])
-    # argmin_j |c_j|^2 - 2 v.c_j (|v|^2 is common); addmm fuses the add into the GEMM
-    out = [torch.argmin(torch.addmm(cn, v[i:i + step], cb.T, alpha=-2.0), dim=1)
-           for i in range(0, len(v), step)]
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=v.device)
+    cbt = cb.T.contiguous()
+    rev = torch.arange(n_code, 0, -1, dtype=v.dtype, device=v.device)  # K - j, exact in fp32
+    step = max(1, chunk_elems // n_code)
+    best = torch.empty(len(v), dtype=v.dtype, device=v.device)
+    block = torch.empty(min(step, len(v)), n_code, dtype=v.dtype, device=v.device)
+    low = torch.empty(len(block), 1, dtype=v.dtype, device=v.device)
+    for i in range(0, len(v), step):
+        vi = v[i:i + step]
+        b, m = block[:len(vi)], low[:len(vi)]
+        torch.addmm(cn, vi, cbt, alpha=-2.0, out=b)
+        torch.amin(b, 1, keepdim=True, out=m)
+        b.sub_(m).sign_()
+        torch.addcmul(rev, b, rev, value=-1.0, out=b)
+        torch.amax(b, 1, out=best[i:i + len(vi)])
+    return n_code - best.long()
 
 
 class VQ(Representation):
