@@ -108,7 +108,8 @@ def _nearest(v, cb, chunk_elems: int = 1 << 17):
         b.sub_(m).sign_()
         torch.addcmul(rev, b, rev, value=-1.0, out=b)
         torch.amax(b, 1, out=best[i:i + len(vi)])
-    return n_code - best.long()
+    # a row with NaN (non-finite input) has no minimum: codeword 0, as argmin's index is arbitrary
+    return n_code - best.nan_to_num_(nan=float(n_code)).long()
 
 
 class VQ(Representation):
