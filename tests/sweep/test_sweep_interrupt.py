@@ -59,6 +59,8 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path, sig):
         _kill_group(proc)
     n_first = len(reg.records())
     assert n_first < 24, "the run finished before it was interrupted"
+    if sig == signal.SIGINT:  # Ctrl-C: a clean stop with a resume hint, exit 130
+        assert proc.returncode == 130, proc.stderr.read().decode()[-2000:]
 
     res = subprocess.run(_cmd(study, out), capture_output=True, timeout=120, start_new_session=True)
     assert res.returncode == 0, res.stderr.decode()[-2000:]
