@@ -103,15 +103,23 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", type=int, default=50, metavar="K")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI contract's error form: one line on stderr, exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="raysweep",
         description="Scaling laws for compressed representations, swept on Ray Tune.",
     )
     from raysweep import __version__
 
     parser.add_argument("--version", action="version", version=f"raysweep {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
     for add in (_add_gmse, _add_train, _add_data, _add_sweep, _add_fit, _add_report):
         add(sub)
     return parser
@@ -126,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(getattr(importlib.import_module(module), func)(args) or 0)
     except RaysweepError as exc:
-        msg = " ".join(str(exc).split("\n")) if "\n" in str(exc) else str(exc)
-        print(f"raysweep: error: {msg}", file=sys.stderr)
+        print(f"raysweep: error: {' '.join(str(exc).splitlines())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("raysweep: interrupted", file=sys.stderr)

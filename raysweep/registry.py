@@ -118,7 +118,7 @@ def write_table(study_dir: str | Path, rows: list[dict]) -> None:
         os.close(fd)
         try:
             writer(tmp)
-            os.replace(tmp, d / name)
+            _publish(tmp, d / name)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -133,6 +133,18 @@ def _parquet(df, path: str) -> None:
     out.to_parquet(path, index=False)
 
 
+def _publish(tmp: str, dest: str | Path) -> None:
+    """Give a finished temp file the mode a plain open() would have, then move it in place.
+
+    ``mkstemp`` creates files readable by their owner only (0600); results are
+    meant to be shared like any other output, so apply 0666 minus the umask.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, dest)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write a text file via a temporary file in the same directory and os.replace."""
     p = Path(path)
@@ -140,7 +152,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
-        os.replace(tmp, p)
+        _publish(tmp, p)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
