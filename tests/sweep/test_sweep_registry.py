@@ -99,3 +99,19 @@ def test_whole_table_replay_pool_is_the_tables_rows(tmp_path):
     saved = tmp_path / "saved.yaml"  # the resolved study round-trips
     saved.write_text(yaml.safe_dump(rep.to_dict()))
     assert [t["run_id"] for t in expand(load_study(saved))] == [t["run_id"] for t in pool]
+
+
+def test_published_files_have_plain_open_modes(tmp_path):
+    """Atomic writes go through mkstemp (0600); the published files must not stay private."""
+    import os
+
+    from raysweep.registry import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        write_table(tmp_path, [{"run_id": "a", "loss": 1.0}])
+        atomic_write_text(tmp_path / "study.yaml", "name: x\n")
+    finally:
+        os.umask(old)
+    for name in ("results.csv", "results.parquet", "study.yaml"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
