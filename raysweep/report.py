@@ -10,7 +10,9 @@ composability, draws the plots and writes:
   ``status``, ``flags`` and ``notes``; ``decoupled`` (same fields);
   ``composability`` (see :mod:`raysweep.fit.compose`); ``laws`` (error and
   status of every law that could be fitted); ``formats`` (GMSE, bits and runs
-  per format);
+  per format); ``single_run_rho`` (one row per compressed run with a dense run
+  at the same (N, D): rho from the dense law, paper §2, see
+  :mod:`raysweep.fit.single`);
 - ``report.md`` (plots linked from ``plots/``) and ``report.html`` (plots
   embedded as base64: one self-contained file).
 
@@ -88,6 +90,7 @@ def make_report(study_dir, bootstrap: int = 50) -> Path:
     comp = (composability(design, decoupled.rho, decoupled.ci) if decoupled else
             {"note": f"no decoupled fit: {d_err}", "entries": [], "matrices": []})
     formats = _formats(df, design, unified, decoupled)
+    single = _single(unified, df)
 
     plots_dir = study_dir / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
@@ -108,13 +111,40 @@ def make_report(study_dir, bootstrap: int = 50) -> Path:
 
     fit_json = {**_fit_json(unified, u_err), "law": "unified", "decoupled":
                 _fit_json(decoupled, d_err), "composability": comp, "laws": laws,
-                "formats": formats}
+                "formats": formats, "single_run_rho": single.to_dict("records")}
     write_json(study_dir / "fit.json", fit_json)
     blocks = _blocks(_study_name(study_dir), df, unified, u_err, decoupled, comp, laws, formats,
-                     images, bootstrap)
+                     images, bootstrap, single)
     write_atomic(study_dir / "report.md", _markdown(blocks, study_dir))
     write_atomic(study_dir / "report.html", _html(blocks))
     return study_dir / "report.md"
+
+
+def _single(unified, df):
+    """Single-run rho per compressed run (empty when there is no unified fit)."""
+    import pandas as pd
+
+    from raysweep.fit.single import COLUMNS, single_run_rho_table
+
+    if unified is None:
+        return pd.DataFrame({c: [] for c in COLUMNS})
+    return single_run_rho_table(unified, df)
+
+
+def _single_blocks(single) -> list:
+    """A short table: single-run rho per format (mean, range over its runs)."""
+    from raysweep.fit.single import single_run_summary
+
+    if len(single) == 0:
+        return []
+    rows = [[lab, s["runs"], _fmt(s["mean"]), f"[{_fmt(s['min'], 3)}, {_fmt(s['max'], 3)}]"]
+            for lab, s in single_run_summary(single).items()]
+    return [("h", 2, "Single-run capacity"),
+            ("p", "rho = (1 + N^alpha / A (L - L_dense))^(-1/alpha) per compressed run, "
+                  "from the dense run at the same (N, D) and the unified fit's A and alpha "
+                  "(paper §2); no capacity curve assumed. Per-run values are in fit.json "
+                  "(single_run_rho)."),
+            ("table", ["format", "runs", "mean rho", "range"], rows)]
 
 
 def _law_row(res, err) -> dict:
@@ -159,7 +189,8 @@ def _ci(ci) -> str:
     return f"[{_fmt(ci[0], 3)}, {_fmt(ci[1], 3)}]" if ci else "-"
 
 
-def _blocks(name, df, uni, u_err, dec, comp, laws, formats, images, bootstrap) -> list:
+def _blocks(name, df, uni, u_err, dec, comp, laws, formats, images, bootstrap,
+            single=None) -> list:
     """The report as blocks: ("h", level, text) ("p", text) ("ul", items) ("table", head, rows)
     ("img", title, path)."""
     b: list = [("h", 1, f"raysweep report: {name}"),
@@ -195,6 +226,7 @@ def _blocks(name, df, uni, u_err, dec, comp, laws, formats, images, bootstrap) -
            [[law, r.get("n_points", "-"), _fmt(r.get("rmse_log")), _fmt(r.get("rmse")),
              r.get("status", "error: " + str(r.get("error")))] for law, r in laws.items()])]
     b += [("h", 2, "Composability")] + _composability_blocks(comp)
+    b += _single_blocks(single) if single is not None else []
     b += [("h", 2, "Plots")] + [("img", title, path) for title, path in images]
     return b
 

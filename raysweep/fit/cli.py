@@ -26,14 +26,37 @@ def clean_json(obj):
     return obj
 
 
-def write_atomic(path: str | Path, text: str | bytes) -> Path:
-    """Write to a temp file in the same directory, then ``os.replace``: never half-written."""
+def default_mode() -> int:
+    """``0o666 & ~umask``: the mode ``open()`` would give a new file.
+
+    ``mkstemp`` creates its file 0600 (private), so an atomically written output
+    would otherwise be unreadable by the group and others, unlike a plain write.
+    The umask can only be read by setting it; it is restored at once.
+    """
+    old = os.umask(0)
+    os.umask(old)
+    return 0o666 & ~old
+
+
+def write_atomic(path: str | Path, text: str | bytes, mkdir: bool = True) -> Path:
+    """Write to a temp file in the same directory, then ``os.replace``: never half-written.
+
+    The file gets the usual mode of a new file (:func:`default_mode`). With
+    ``mkdir=False`` a missing parent directory is a FitError naming the path
+    (``raysweep fit --json`` into a mistyped directory must not create it).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if mkdir:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif not path.parent.is_dir():
+        from raysweep.errors import FitError
+
+        raise FitError(f"--json {str(path)!r}: directory {str(path.parent)!r} does not exist")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(text.encode() if isinstance(text, str) else text)
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -41,8 +64,8 @@ def write_atomic(path: str | Path, text: str | bytes) -> Path:
     return path
 
 
-def write_json(path: str | Path, obj: dict) -> Path:
-    return write_atomic(path, json.dumps(clean_json(obj), indent=2) + "\n")
+def write_json(path: str | Path, obj: dict, mkdir: bool = True) -> Path:
+    return write_atomic(path, json.dumps(clean_json(obj), indent=2) + "\n", mkdir=mkdir)
 
 
 def summary(res) -> str:
@@ -85,14 +108,21 @@ def parse_share(items: list[str]) -> dict[str, str]:
 
 
 def cmd_fit(args) -> int:
+    from raysweep.errors import FitError
     from raysweep.fit import fit_table, read_table
 
+    if args.bootstrap < 0:
+        raise FitError(f"--bootstrap must be >= 0 (number of refits; 0 = none), "
+                       f"got {args.bootstrap}")
+    if args.json and not Path(args.json).parent.is_dir():
+        raise FitError(f"--json {args.json!r}: directory {str(Path(args.json).parent)!r} "
+                       "does not exist")
     df = read_table(args.table)
     res = fit_table(df, law=args.law, bootstrap=args.bootstrap, holdout=args.holdout,
                     seed=getattr(args, "seed", 0),
                     share=parse_share(getattr(args, "share_family", None) or []))
     print(summary(res))
     if args.json:
-        write_json(args.json, res.to_json())
+        write_json(args.json, res.to_json(), mkdir=False)
         print(f"wrote {args.json}")
     return 0

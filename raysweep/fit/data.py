@@ -113,10 +113,18 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise FitError(f"table {str(path)!r} does not exist (expected results.parquet or .csv)")
     if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    if path.suffix in (".csv", ".txt"):
-        return pd.read_csv(path)
-    raise FitError(f"table {str(path)!r}: unknown suffix {path.suffix!r} (allowed: .parquet, .csv)")
+        reader = pd.read_parquet
+    elif path.suffix in (".csv", ".txt"):
+        reader = pd.read_csv
+    else:
+        raise FitError(f"table {str(path)!r}: unknown suffix {path.suffix!r} "
+                       "(allowed: .parquet, .csv)")
+    try:
+        return reader(path)
+    except Exception as exc:  # pyarrow, pandas parser, OS and unicode errors alike
+        msg = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise FitError(f"table {str(path)!r} could not be read as {path.suffix[1:]}: "
+                       f"{msg}") from exc
 
 
 def is_identity_spec(spec: object) -> bool:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from raysweep.fit.cli import default_mode
 from raysweep.fit.data import DENSE_BITS, Design
 
 LN4 = math.log(4.0)
@@ -41,6 +42,7 @@ def _save(fig, path: Path) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+        os.chmod(tmp, default_mode())  # mkstemp's 0600 -> the mode of a plain new file
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -75,6 +75,9 @@ def test_report_end_to_end(table, tmp_path):
     assert comp["n_combinations"] == len(comp["entries"]) > 0
     assert 0 <= comp["mean_abs_error"] <= comp["max_abs_error"] < 0.1
     assert {"chinchilla", "unified-logistic", "kumar"} <= set(fit["laws"])
+    single = fit["single_run_rho"]
+    assert len(single) == int((table["format"] != "bf16|bf16").sum())
+    assert all(0 < r["rho"] < 1.2 for r in single) and "## Single-run capacity" in text
     assert not list(study.glob(".*.tmp")) and not list((study / "plots").glob(".*"))
 
 

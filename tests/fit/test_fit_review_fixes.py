@@ -1,0 +1,80 @@
+"""`raysweep fit` input errors (unreadable table, --bootstrap < 0, --json into a missing
+directory), output file modes, and the single-run capacity formula of paper §2."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from raysweep.cli import main
+from raysweep.fit import fit_table, single_run_rho, single_run_rho_table
+from raysweep.fit.synthetic import TRUTH, synthetic_table, unified_rho
+
+
+@pytest.fixture(scope="module")
+def exact():
+    """Noise-free rows from the known law: dense and int formats at every (N, D)."""
+    return synthetic_table(families=("int",), roles=("w", "a", "wa"), sizes=(3e7, 1e8, 3e8),
+                           tokens_per_param=(20, 100), noise=0.0, seed=1)
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("raysweep: error:") and "\n" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("name,content", [("bad.parquet", b"not a parquet file at all"),
+                                          ("bad.csv", b"\xff\xfe\x00garbage\x00\x81\n\x00")])
+def test_fit_unreadable_table_exits_2(tmp_path, capsys, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert main(["fit", str(path)]) == 2
+    assert name in _one_line_error(capsys)
+
+
+def test_fit_negative_bootstrap_and_missing_json_dir(exact, tmp_path, capsys):
+    path = tmp_path / "results.csv"
+    exact.to_csv(path, index=False)
+    assert main(["fit", str(path), "--bootstrap", "-3"]) == 2
+    assert "--bootstrap" in _one_line_error(capsys)
+    out = tmp_path / "nodir" / "fit.json"
+    assert main(["fit", str(path), "--law", "chinchilla", "--json", str(out)]) == 2
+    assert str(tmp_path / "nodir") in _one_line_error(capsys)
+    assert not (tmp_path / "nodir").exists()
+
+
+def test_fit_json_is_group_and_other_readable(exact, tmp_path, capsys):
+    path = tmp_path / "results.csv"
+    exact.to_csv(path, index=False)
+    out = tmp_path / "fit.json"
+    old = os.umask(0o022)
+    try:
+        assert main(["fit", str(path), "--law", "chinchilla", "--json", str(out)]) == 0
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o044 == 0o044
+    assert json.loads(out.read_text())["law"] == "chinchilla"
+
+
+def test_single_run_rho_exact_on_the_known_law(exact):
+    table = single_run_rho_table(TRUTH, exact)
+    compressed = exact[exact["format"] != "bf16|bf16"]
+    assert len(table) == len(compressed) > 0
+    gw = compressed["gmse_weights"].to_numpy()
+    ga = compressed["gmse_activations"].to_numpy()
+    truth = [(unified_rho("int", w) if w > 0 else 1.0) * (unified_rho("int", a) if a > 0
+                                                          else 1.0) for w, a in zip(gw, ga)]
+    np.testing.assert_allclose(table["rho"].to_numpy(), truth, rtol=1e-9)
+    assert table["rho"].between(0, 1, inclusive="neither").all()
+    # scalar form: a dense run is its own twin (rho 1); an impossible gap gives NaN
+    assert single_run_rho(TRUTH["A"], TRUTH["alpha"], 1e8, 3.0, 3.0) == 1.0
+    assert np.isnan(single_run_rho(TRUTH["A"], TRUTH["alpha"], 1e8, 1.0, 1e6))
+
+
+def test_single_run_rho_from_a_fitted_law(exact):
+    fit = fit_table(exact, law="unified")
+    table = single_run_rho_table(fit, exact)
+    exact_table = single_run_rho_table(TRUTH, exact)
+    np.testing.assert_allclose(table["rho"], exact_table["rho"], rtol=2e-2)
