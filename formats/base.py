@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from raysweep.errors import SpecError
+from raysweep.errors import RaysweepError, SpecError
 
 from .gaussian import GMSE
 
@@ -66,16 +66,55 @@ class Representation:
     def _project(self, x):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def gmse(self) -> GMSE:
-        """Gaussian MSE (relative: 1.0 means "outputs zero"), computed once and cached."""
-        cached = self.__dict__.get("_gmse")
+    row_multiple: int = 1  # the last dim must be a multiple of this (group size, m, d)
+
+    def gmse(self, row_len: int | None = None) -> GMSE:
+        """Gaussian MSE (relative: 1.0 means "outputs zero"), computed once and cached.
+
+        Monte Carlo values (absmax scaling, groups, composites, vq) are means
+        over i.i.d. N(0, 1) rows of :meth:`mc_row_len` values: 1024 (MC_COLS)
+        rounded up to a multiple of :attr:`row_multiple` (``int4@g33``: 1056;
+        ``int4@g2048``: 2048). Grouped values do not depend on the row length,
+        but row-wise ``@absmax`` does: the row maximum of n Gaussians grows like
+        sqrt(2 ln n), so ``int4@absmax`` on the 32..128-wide rows of a tiny CPU
+        model has a smaller GMSE than the 1024-row value, and on 640+ rows of
+        the paper presets a similar one. ``row_len`` (a multiple of
+        ``row_multiple``) asks for the Monte Carlo on rows of that length, e.g.
+        the trained layer's reduction dimension (paper.md §3: absmax needs MC
+        "with the actual group size"); exact values ignore it.
+        """
+        if row_len is not None:
+            row_len = int(row_len)
+            if row_len < 1 or row_len % self.row_multiple:
+                raise RaysweepError(f"gmse row_len={row_len}: must be a positive multiple of "
+                                    f"{self.row_multiple} for {self.spec!r}")
+            if row_len == self.mc_row_len():
+                row_len = None
+        cache = self.__dict__.setdefault("_gmse_by_row", {})
+        cached = cache.get(row_len)
         if cached is None:
-            cached = self._gmse()
-            self.__dict__["_gmse"] = cached
+            cached = self._gmse() if row_len is None else self._gmse_rows(row_len)
+            cache[row_len] = cached
         return cached
 
+    def mc_row_len(self) -> int:
+        """Default Monte Carlo row length: MC_COLS rounded up to a multiple of row_multiple."""
+        from .gaussian import MC_COLS
+
+        m = self.row_multiple
+        return m * -(-MC_COLS // m)
+
+    def _gmse_rows(self, row_len: int) -> GMSE:
+        """GMSE on rows of ``row_len``: the exact value if there is one, else Monte Carlo."""
+        res = self.gmse()
+        return res if res.method == "exact" else self._mc_gmse(row_len)
+
     def _gmse(self) -> GMSE:
-        """Monte Carlo GMSE (subclasses with an exact value override this).
+        """Monte Carlo GMSE (subclasses with an exact value override this)."""
+        return self._mc_gmse(self.mc_row_len())
+
+    def _mc_gmse(self, cols: int) -> GMSE:
+        """Monte Carlo GMSE on rows of ``cols`` values.
 
         Deterministic, so it is cached on disk under :func:`cache_dir` keyed by
         the spec and every Monte Carlo setting (``RAYSWEEP_NO_CACHE=1`` skips it).
@@ -85,7 +124,7 @@ class Representation:
 
         from . import gaussian as g
 
-        key = (f"{MC_VERSION}|{self.spec}|{self.cache_tag}|{g.MC_COLS}|{g.MC_SEED}|"
+        key = (f"{MC_VERSION}|{self.spec}|{self.cache_tag}|{cols}|{g.MC_SEED}|"
                f"{g.MC_REL_SE}|{g.MC_MAX_ELEMENTS}")
         path = cache_dir() / "gmse" / (hashlib.sha1(key.encode()).hexdigest()[:20] + ".json")
         use_cache = not os.environ.get("RAYSWEEP_NO_CACHE")
@@ -96,7 +135,8 @@ class Representation:
                     return GMSE(float(rec["value"]), float(rec["stderr"]), "mc")
             except (OSError, ValueError, KeyError):
                 pass
-        res = g.monte_carlo(self.project)
+        res = g.monte_carlo(self.project, rel_se=g.MC_REL_SE, seed=g.MC_SEED, cols=cols,
+                            max_elements=g.MC_MAX_ELEMENTS)  # the settings of the key
         if use_cache:
             rec = json.dumps({"key": key, "value": res.value, "stderr": res.stderr})
             atomic_save(lambda f: f.write(rec.encode()), path)
@@ -192,6 +232,10 @@ def atomic_save(write: Callable, path: Path) -> None:
         try:
             with os.fdopen(fd, "wb") as f:
                 write(f)
+            # mkstemp makes the file 0600; give it the mode open() would (0666 less the umask)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

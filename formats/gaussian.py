@@ -116,7 +116,7 @@ def sparse_gmse(s: float) -> float:
 
 # ----------------------------------------------------------------------------- Monte Carlo
 
-MC_COLS = 1024          # row length of the Monte Carlo samples (per-row scales see 1024 values)
+MC_COLS = 1024  # default MC row length (rounded up to a multiple of a spec's group size, m, d)
 MC_SEED = 0
 MC_REL_SE = 1e-3        # default target: relative standard error
 MC_MAX_ELEMENTS = 1 << 25  # cap (~33M samples): high-variance specs stop above 1e-3
@@ -127,11 +127,13 @@ def monte_carlo(project, rel_se: float = MC_REL_SE, seed: int = MC_SEED, cols: i
                 max_elements: int = MC_MAX_ELEMENTS) -> GMSE:
     """GMSE of ``project(x) -> (x_hat, mask)`` on i.i.d. N(0,1) rows, by Monte Carlo.
 
-    Rows of ``cols`` samples are drawn in batches from a seeded CPU generator (so
-    the answer is deterministic); each row's MSE is one observation, and batches
-    are added until the standard error of the mean is ``rel_se`` of the mean (or
-    ``max_elements`` is reached). The first batch has 2^18 samples; each next
-    one is sized from the variance seen so far to just reach the target.
+    Rows of ``cols`` samples (Representation.gmse passes 1024, or the next
+    multiple of the group size, so every ``@g{G}`` works) are drawn in batches
+    from a seeded CPU generator (so the answer is deterministic); each row's
+    MSE is one observation, and batches are added until the standard error of
+    the mean is ``rel_se`` of the mean (or ``max_elements`` is reached). The
+    first batch has 2^18 samples (at least one row); each next one is sized
+    from the variance seen so far to just reach the target.
     Returns ``GMSE(mean, stderr, "mc")``.
 
     Speed: a batch is drawn and projected in slices of ``MC_SLICE`` samples
@@ -139,7 +141,8 @@ def monte_carlo(project, rel_se: float = MC_REL_SE, seed: int = MC_SEED, cols: i
     allocated (page faults cost more than the arithmetic). Since ``project`` acts
     row by row and ``torch.randn`` on the CPU fills rows of a multiple of 16
     values from the same stream whether drawn at once or in slices, the samples
-    and the row MSEs are those of one big draw. The error is formed in float32
+    and the row MSEs are those of one big draw (for other ``cols`` the draw is
+    still deterministic, only sliced differently). The error is formed in float32
     (``x_hat - x``, relative rounding ~1e-7) and each row's sum of squares is
     accumulated in float64, as are the mean and the standard error.
     """

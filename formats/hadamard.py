@@ -68,6 +68,7 @@ class Rotated(Representation):
         self.spec = inner.spec + "@h"
         self.family = inner.family
         self.bits_per_element = inner.bits_per_element
+        self.row_multiple = inner.row_multiple
 
     def _project(self, x):
         q, _ = self.inner.project(rotate(x))
@@ -75,3 +76,6 @@ class Rotated(Representation):
 
     def _gmse(self) -> GMSE:
         return self.inner.gmse()
+
+    def _gmse_rows(self, row_len: int) -> GMSE:
+        return self.inner.gmse(row_len)

@@ -15,6 +15,7 @@ order absmax, g{G}, h, parts joined by ``+``. Parsing is cached per string.
 from __future__ import annotations
 
 import functools
+import math
 import re
 
 from .base import Identity, Representation, forms, spec_error
@@ -42,6 +43,7 @@ class Composite(Representation):
         self.family = "+".join(p.family for p in parts)
         self.is_identity = all(p.is_identity for p in parts)
         self.cache_tag = ",".join(p.cache_tag for p in parts)
+        self.row_multiple = math.lcm(*(p.row_multiple for p in parts))
         density, mask_bits, value_bits = 1.0, 0.0, 16.0
         for p in parts:
             keep = getattr(p, "keep_fraction", None)
@@ -70,6 +72,12 @@ class Composite(Representation):
         if len(real) == 1:
             return real[0].gmse()
         return super()._gmse()
+
+    def _gmse_rows(self, row_len: int) -> GMSE:
+        real = [p for p in self.parts if not p.is_identity]
+        if len(real) == 1:
+            return real[0].gmse(row_len)
+        return super()._gmse_rows(row_len)
 
 
 def _options(part: str, opts: list[str]) -> dict:

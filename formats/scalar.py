@@ -22,7 +22,10 @@ Rounding (a Triton kernel elsewhere reproduces it bit for bit):
 
 Trust mask (QuEST, paper.md §5): ``|x_hat - x| <= (step/2) s`` for int grids,
 i.e. clipped values more than half a step beyond the grid get no gradient;
-int1 uses a 1.30x wider radius (paper: "1-bit uses a wider trust region").
+``int1@h`` uses a 1.30x wider radius (paper.md §5: "1-bit uses a wider trust
+region (scale 1.30 with Hadamard)"); plain ``int1`` keeps half a step. The
+inner grid of an ``@h`` spec is built with ``rotated=True`` (its mask lives in
+the rotated domain; the layer takes it from ``Rotated.inner``).
 Other grids: ``|x| <= (top + gap/2) s`` with gap the distance between the two
 largest levels: the same rule (inside the grid the error is at most half the
 local gap).
@@ -60,10 +63,13 @@ class ScalarGrid(Representation):
     """A scalar grid with per-row (or per-group) RMS or absmax scaling."""
 
     def __init__(self, spec: str, family: str, levels: np.ndarray, bits: float,
-                 absmax: bool = False, group: int | None = None, int_bits: int | None = None):
+                 absmax: bool = False, group: int | None = None, int_bits: int | None = None,
+                 rotated: bool = False):
         self.spec, self.family = spec, family
         self.levels = np.asarray(levels, dtype=np.float64)
         self.absmax, self.group, self.int_bits = absmax, group, int_bits
+        self.row_multiple = group or 1
+        self.rotated = rotated
         self.bits_per_element = float(bits) + (16.0 / group if group else 0.0)
         top = float(self.levels[-1])
         # MSE-optimal scale of the unit grid for N(0,1), searched around "top at 0.5..12 sigma"
@@ -95,7 +101,8 @@ class ScalarGrid(Representation):
         return out.reshape(x.shape), mask.reshape(x.shape)
 
     def _trust_radius(self, step: float) -> float:
-        return step / 2 * (INT1_TRUST_WIDEN if self.int_bits == 1 else 1.0)
+        wide = self.int_bits == 1 and self.rotated
+        return step / 2 * (INT1_TRUST_WIDEN if wide else 1.0)
 
     def _project_int(self, x):
         import torch
@@ -153,7 +160,7 @@ def _bits(m, name: str, lo: int, hi: int, part: str) -> int:
 def _int(m, opts):
     b = _bits(m, "b", 1, 8, m.string)
     return ScalarGrid(opts["spec"], "int", uniform_levels(b), b, opts["absmax"], opts["group"],
-                      int_bits=b)
+                      int_bits=b, rotated=opts["h"])
 
 
 @register("fp", r"fp(?P<b>\d+)", "fp4 (e2m1), fp8 (e4m3)")

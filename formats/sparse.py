@@ -68,6 +68,7 @@ class NM(Representation):
     def __init__(self, spec: str, n: int, m: int):
         self.spec = spec
         self.nm = (n, m)
+        self.row_multiple = m
         self.sparsity = 1.0 - n / m
         self.keep_fraction = n / m
         self.mask_bits = math.log2(math.comb(m, n)) / m

@@ -81,10 +81,9 @@ class FormatConformance:
 
     def test_gmse_matches_empirical(self, rep):
         import torch
-        from raysweep.formats.gaussian import MC_COLS
-
-        rows = N_SAMPLES // MC_COLS
-        x = torch.randn(rows, MC_COLS, generator=torch.Generator().manual_seed(98765))
+        cols = rep.mc_row_len()  # the row length the Monte Carlo GMSE uses
+        rows = N_SAMPLES // cols
+        x = torch.randn(rows, cols, generator=torch.Generator().manual_seed(98765))
         x_hat, _ = _seeded(rep.project, x)
         per_row = (x_hat.double() - x.double()).pow(2).mean(-1)
         emp, se_emp = float(per_row.mean()), float(per_row.std()) / math.sqrt(rows)

@@ -119,6 +119,7 @@ class VQ(Representation):
 
     def __init__(self, spec: str, d: int, k: int):
         self.spec, self.d, self.k = spec, d, k
+        self.row_multiple = d
         self.bits_per_element = k / d
         self.cache_tag = f"seed{SEED}-it{KMEANS_ITERS}-n{SAMPLES_PER_CODE}"
 

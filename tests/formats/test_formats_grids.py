@@ -21,7 +21,7 @@ def test_int_reference_values(bits):
     # the MSE is flat at its minimum: alpha* agrees to the paper's precision (int8: 1%)
     assert rep.grid[0] == "int" and rep.grid[1] == bits
     assert rep.grid[2] == pytest.approx(alpha, rel=1e-2 if bits == 8 else 1e-4)
-    assert g.value <= parse(f"int{bits}").gmse().value  # cached, same object
+    assert rep.gmse() is g  # computed once, then cached on the object
     assert rep.bits_per_element == float(bits)
 
 
@@ -77,32 +77,56 @@ def test_ties_round_half_to_even():
 
 @pytest.mark.parametrize("bits", [2, 4])
 def test_trust_mask_is_the_half_step_rule(bits):
+    """Points just inside/outside the trust edge a + step/2 (in units of the row RMS)."""
     rep = parse(f"int{bits}")
     a = rep.grid[2]
     step = 2 * a / (2**bits - 1)
-    x = torch.randn(16, 512, generator=torch.Generator().manual_seed(1)) * 1.5
-    x[:, :4] = torch.tensor([a + 0.4 * step, a + 0.6 * step, -a - 0.4 * step, -a - 0.6 * step])
-    x_hat, mask = rep.project(x)
-    s = x.double().pow(2).mean(-1, keepdim=True).sqrt()
-    expect = (x_hat.double() - x.double()).abs() <= step / 2 * s + 1e-6
-    assert (mask == expect).float().mean() > 0.999
-    # every in-range value is trusted; values clipped by more than half a step are not
-    assert mask[(x / s).abs() <= a].all()
-    assert not mask[(x / s).abs() > a + step / 2 + 1e-3].any()
+    edge = a + step / 2
+    # u: the target values x / RMS(row) around the edge (both signs), the rest of the row
+    # is +-1 and the edge values are solved for so that x / RMS(row) = u exactly
+    u = torch.tensor([a + 0.4 * step, edge - 1e-3, edge + 1e-3, a + 0.6 * step],
+                     dtype=torch.float64)
+    u = torch.cat([u, -u])
+    fill = torch.tensor([1.0, -1.0], dtype=torch.float64).repeat(252)
+    n = u.numel() + fill.numel()
+    # sum(x^2) = n RMS^2 with x_i = u_i RMS for the first 8, +-1 elsewhere: RMS^2 (n - |u|^2) = 504
+    rms = (fill.numel() / (n - u.pow(2).sum())).sqrt()
+    x = torch.cat([u * rms, fill])[None] * 7.0  # RMS 7.4: a scale-free mask would be wrong
+    s = x.pow(2).mean().sqrt()
+    assert torch.allclose(x[0, :8] / s, u, atol=1e-9)
+    x_hat, mask = rep.project(x.float())
+    assert mask[0, :8].tolist() == [True, True, False, False] * 2
+    assert mask[0, 8:].all()  # +-1 are inside the grid (|1 / RMS| < a)
+    # and on random rows the mask is exactly |x_hat - x| <= step/2 RMS away from the edge
+    xr = torch.randn(16, 512, generator=torch.Generator().manual_seed(1)) * 1.5
+    xr_hat, mr = rep.project(xr)
+    sr = xr.double().pow(2).mean(-1, keepdim=True).sqrt()
+    d = (xr_hat.double() - xr.double()).abs() / sr
+    far = (d - step / 2).abs() > 1e-5
+    assert torch.equal(mr[far], (d <= step / 2)[far])
+    assert mr[(xr / sr).abs() <= a].all()
 
 
-def test_int1_trust_is_wider():
-    rep = parse("int1")
-    a = rep.grid[2]  # levels +-a, step 2a
-    u = 2.15 * a  # beyond half a step (2a), inside the 1.30x radius (2.3a)
+def test_int1_trust_is_wider_only_with_hadamard():
+    # paper.md §5: "1-bit uses a wider trust region (scale 1.30 with Hadamard)"
+    a = parse("int1").grid[2]  # levels +-a, step 2a: half a step = 2a beyond 0 ... edge at 2a
+    u = 2.15 * a  # beyond half a step (2a), inside the 1.30x radius (a + 1.3a = 2.3a)
     v = u * (255 / (256 - u * u)) ** 0.5  # so that v / RMS(row) = u with 255 entries of +-1
     x = torch.tensor([[v] + [1.0, -1.0] * 127 + [1.0]])
-    _, mask = rep.project(x)
     s = float(x.double().pow(2).mean().sqrt())
     assert abs(v / s - u) < 1e-4
-    assert mask[0, 0] and mask.all()
-    _, mask4 = parse("int1").project(torch.tensor([[3 * v] + [1.0, -1.0] * 127 + [1.0]]))
-    assert not mask4[0, 0]
+    _, plain = parse("int1").project(x)
+    assert not plain[0, 0] and plain[0, 1:].all()  # no @h: half a step, as for every int
+    inner = parse("int1@h").inner  # the layer applies the inner mask in the rotated domain
+    assert inner.rotated and inner.spec == "int1"
+    _, wide = inner.project(x)
+    assert wide[0, 0] and wide.all()
+    _, far = inner.project(torch.tensor([[3 * v] + [1.0, -1.0] * 127 + [1.0]]))
+    assert not far[0, 0]
+    # the rotation does not touch grids of other widths
+    _, m4 = parse("int4@h").inner.project(x)
+    _, m4p = parse("int4").project(x)
+    assert torch.equal(m4, m4p)
 
 
 def test_groups_and_absmax():
