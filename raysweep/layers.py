@@ -156,7 +156,8 @@ def _hadamard_of(rep) -> tuple[int | None, object]:
 
     h = getattr(rep, "hadamard", None)
     block = h if isinstance(h, int) and not isinstance(h, bool) and h >= 2 else 128
-    return block, parse("@".join(p for p in parts if p != "h"))
+    inner = getattr(rep, "inner", None)  # formats' Rotated.inner (int1@h: wider trust radius)
+    return block, inner if inner is not None else parse("@".join(p for p in parts if p != "h"))
 
 
 def _project_part(rep, x: torch.Tensor, est: Estimator, backend: str):
