@@ -242,12 +242,15 @@ def rbbm_mask(x: torch.Tensor, keep: torch.Tensor, a: float) -> torch.Tensor:
     """RMSE-banded backward mask ``keep | (|x| < T_a)`` (paper.md §5), per row.
 
     ``T_k`` is the row's largest pruned magnitude (the top-k threshold),
-    ``T_a = RMS * Phi^-1(0.5 + (1 - a) (Phi(T_k / RMS) - 0.5))``. The endpoints are
-    exact: a = 1 returns ``keep`` (T_a = 0) and a = 0 passes every gradient.
+    ``T_a = RMS * Phi^-1(0.5 + (1 - a) (Phi(T_k / RMS) - 0.5))``. At a = 1 the
+    formula itself gives the baseline exactly: ``Phi^-1(0.5) = 0``, so T_a = 0 and
+    the mask is ``keep`` (no early return: the endpoint runs the formula). At
+    a = 0, T_a = T_k up to rounding and the band [T_a, T_k] shrinks to the
+    largest pruned entries, which float rounding puts on either side; the
+    paper's a = 0 endpoint (every gradient passes) is taken as the definition
+    there, and a -> 0 differs from it only at the entries equal to T_k.
     """
     keep = keep.bool()
-    if a >= 1.0:
-        return keep
     if a <= 0.0:
         return torch.ones_like(keep)
     xa = x.float().abs()

@@ -152,14 +152,17 @@ def test_rbbm_worked_example():
 
 
 def test_rbbm_endpoints():
+    """a = 1 runs the formula (Phi^-1(0.5) = 0, so T_a = 0): exactly the baseline mask.
+    Near a = 0 the formula passes every pruned entry but those equal to T_k."""
     x = torch.randn(16, 200)
     keep = x.abs() >= x.abs().kthvalue(100, -1, keepdim=True).values
     assert torch.equal(rbbm_mask(x, keep, 1.0), keep)          # a = 1: T_a = 0, baseline
+    assert torch.equal(rbbm_mask(x, keep, 1 - 1e-12), keep)    # continuous there
     assert rbbm_mask(x, keep, 0.0).all()                       # a = 0: every gradient passes
-    near1 = rbbm_mask(x, keep, 1 - 1e-9)
-    near0 = rbbm_mask(x, keep, 1e-9)
-    assert torch.equal(near1, keep)                            # the formula is continuous there
-    assert near0.float().mean() > 0.99
+    t_k = torch.where(keep, torch.zeros_like(x), x.abs()).amax(-1, keepdim=True)
+    near0 = rbbm_mask(x, keep, 1e-12)
+    assert (near0 | (x.abs() == t_k)).all()                    # band only at T_k itself
+    assert near0[x.abs() < t_k * (1 - 1e-4)].all()
 
 
 def test_rbbm_estimator_in_a_layer():
