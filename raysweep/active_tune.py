@@ -84,7 +84,9 @@ class ActiveSearcher(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         # The history lives in the Optuna storage; only the in-flight map is local.
-        Path(checkpoint_path).write_text(json.dumps({"live": self.live, "told": self.told}))
+        from raysweep.registry import atomic_write_text
+
+        atomic_write_text(checkpoint_path, json.dumps({"live": self.live, "told": self.told}))
 
     def restore(self, checkpoint_path: str) -> None:
         state = json.loads(Path(checkpoint_path).read_text())
