@@ -5,13 +5,10 @@ import math
 import pytest
 import torch
 
-formats = pytest.importorskip("raysweep.formats")
-if not hasattr(formats, "parse"):
-    pytest.skip("raysweep.formats.parse not built yet", allow_module_level=True)
-
-from raysweep.layers import CompressedLinear, convert_linears  # noqa: E402
-from raysweep.model import GPT, is_compressible  # noqa: E402
-from raysweep.train import train  # noqa: E402
+from raysweep import formats
+from raysweep.layers import CompressedLinear, convert_linears
+from raysweep.model import GPT, is_compressible
+from raysweep.train import train
 
 TINY = {"size": "2x32", "data": "synthetic", "tokens": 40 * 8 * 64, "seq_len": 64,
         "eval_every": 10, "device": "cpu"}
