@@ -179,7 +179,7 @@ def test_train_backend_trial_reports_row_and_drops_checkpoint(ray_session, tmp_p
 
 @pytest.mark.timeout(120)  # the searcher is another module's: a hang must not stall CI
 def test_active_strategy_plugs_in_its_searcher(ray_session, tmp_path):
-    pytest.importorskip("raysweep.active")
+    import raysweep.active  # noqa: F401  (a broken import must fail, not skip)
     s = make("act", sizes=["2x32", "2x48", "2x80"],
              search={"strategy": "active", "budget_fraction": 0.3, "batch": 2})
     first = run(s, tmp_path)
