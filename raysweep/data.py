@@ -223,10 +223,20 @@ def check_lengths(corpus: Corpus, seq_len: int) -> None:
                                 f"{corpus.name!r} ({n} tokens); allowed: <= {n - 2}")
 
 
+def window_starts(n_tokens: int, seq_len: int) -> int:
+    """Number of valid window starts (the exclusive high of a start): ``n - seq_len``."""
+    return n_tokens - seq_len
+
+
 def train_batch(corpus: Corpus, step: int, seed: int, batch_size: int, seq_len: int):
-    """The training batch of ``step``: random windows from ``default_rng([seed, step])``."""
+    """The training batch of ``step``: random windows from ``default_rng([seed, step])``.
+
+    A window is ``seq_len + 1`` tokens (inputs and the shifted targets), so its
+    start i runs over 0 .. len - seq_len - 1 inclusive: ``integers``' exclusive
+    high is ``len - seq_len``.
+    """
     rng = np.random.default_rng([seed, step])
-    starts = rng.integers(0, len(corpus.train) - seq_len - 1, size=batch_size)
+    starts = rng.integers(0, window_starts(len(corpus.train), seq_len), size=batch_size)
     return _windows(corpus.train, starts, seq_len)
 
 
@@ -259,7 +269,7 @@ class DeviceBatches:
     def _load_chunk(self, cid: int) -> None:
         import torch
 
-        hi = len(self.corpus.train) - self.seq - 1
+        hi = window_starts(len(self.corpus.train), self.seq)
         starts = np.stack([np.random.default_rng([self.seed, s]).integers(0, hi, size=self.bsz)
                            for s in range(cid * self.chunk, (cid + 1) * self.chunk)])
         self._starts = torch.from_numpy(starts).to(self.device)

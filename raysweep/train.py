@@ -265,11 +265,13 @@ def train(config: dict, report: Callable[[dict], None] | None = None) -> dict:
             loss = float("nan")
     else:
         last_train = float("nan")
-    tokens = steps * bsz * seq
+    # what was trained: a diverged run stopped at ``step`` (resumed steps included),
+    # so tokens, tokens_per_param and flops count those steps, not the planned ones
+    tokens = step * bsz * seq
     row = {
         "n_params": n_params, "n_layers": cfg["n_layers"], "d_model": cfg["d_model"],
         "tokens": tokens,
-        "tokens_per_param": cfg["tokens_per_param"] or tokens / n_params,
+        "tokens_per_param": tokens / n_params,
         "seed": seed, "weights": cfg["weights"], "activations": cfg["activations"],
         "loss": loss, "train_loss": last_train,
         "gmse_weights": gw, "gmse_activations": ga, "bits_weights": bw, "bits_activations": ba,
@@ -278,7 +280,8 @@ def train(config: dict, report: Callable[[dict], None] | None = None) -> dict:
         "tokens_per_s": (step - step0) * bsz * seq / max(1e-9, train_time[0]),
         "status": status, "error": error, "data_hash": corpus.hash,
         # extras (not part of the contract, handy in tables)
-        "n_heads": cfg["n_heads"], "size": cfg["size"], "data": cfg["data"], "steps": steps,
+        "n_heads": cfg["n_heads"], "size": cfg["size"], "data": cfg["data"], "steps": step,
+        "steps_planned": steps, "tokens_per_param_target": cfg["tokens_per_param"],
         "lr": cfg["lr"], "batch_size": bsz, "seq_len": seq, "device": str(device),
         "estimator": cfg["estimator"], "backend": cfg["backend"],
     }
@@ -333,11 +336,28 @@ def _json_safe(row: dict) -> dict:
             for k, v in row.items()}
 
 
+def cli_labels(config: dict, row: dict) -> dict:
+    """The label columns a results-table row has and a lone ``raysweep train`` lacks.
+
+    ``run_id``: :func:`raysweep.trials.run_id` of the resolved training config
+    (sha256 of its canonical JSON, run-location keys such as ``device`` left
+    out), so the same command gives the same id; ``study``: "" (no study);
+    ``format``: ``"<weights>|<activations>"``, as the results table labels a
+    representation without a name. Labels already in ``config`` win.
+    """
+    from raysweep.trials import run_id
+
+    return {"run_id": config.get("run_id") or run_id(resolve_config(config)),
+            "study": config.get("study") or "",
+            "format": config.get("format") or f"{row['weights']}|{row['activations']}"}
+
+
 def cmd_train(args) -> int:
     """``raysweep train``: one run; a human summary, or the row as JSON with ``--json``."""
-    row = train(config_from_args(args), report=_progress)
+    config = config_from_args(args)
+    row = train(config, report=_progress)
     if args.json:
-        print(json.dumps(_json_safe(row)))
+        print(json.dumps(_json_safe({**cli_labels(config, row), **row})))
     else:
         print(f"{row['size']} ({row['n_layers']}x{row['d_model']}, N={row['n_params']:,}) "
               f"W={row['weights']} A={row['activations']}: {row['tokens']:,} tokens "
