@@ -84,7 +84,7 @@ class ActiveSearcher(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         # The history lives in the Optuna storage; only the in-flight map is local.
-        from raysweep.registry import atomic_write_text
+        from raysweep.atomic import atomic_write_text
 
         atomic_write_text(checkpoint_path, json.dumps({"live": self.live, "told": self.told}))
 

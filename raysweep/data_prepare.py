@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from raysweep.atomic import atomic_write_bytes
 from raysweep.data import build_bytes, path_hash, stdlib_corpus
 from raysweep.errors import RaysweepError
 
@@ -49,13 +50,6 @@ def token_dtype(vocab: int) -> np.dtype:
     raise RaysweepError(f"vocab: {vocab} does not fit uint32")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def write_dir(out: str | os.PathLike, train: np.ndarray, val: np.ndarray, vocab: int,
               digest: str, info: dict) -> dict:
     """Write the three files of a memmap corpus; returns the meta dict."""
@@ -63,11 +57,11 @@ def write_dir(out: str | os.PathLike, train: np.ndarray, val: np.ndarray, vocab:
     d.mkdir(parents=True, exist_ok=True)
     dt = token_dtype(vocab)
     (d / "meta.json").unlink(missing_ok=True)  # the directory is invalid until meta lands
-    _write_atomic(d / "train.bin", np.ascontiguousarray(train, dtype=dt).tobytes())
-    _write_atomic(d / "val.bin", np.ascontiguousarray(val, dtype=dt).tobytes())
+    atomic_write_bytes(d / "train.bin", np.ascontiguousarray(train, dtype=dt).tobytes())
+    atomic_write_bytes(d / "val.bin", np.ascontiguousarray(val, dtype=dt).tobytes())
     meta = {"dtype": dt.name, "vocab": int(vocab), "hash": digest,
             "train_tokens": int(len(train)), "val_tokens": int(len(val)), **info}
-    _write_atomic(d / "meta.json", (json.dumps(meta, indent=1) + "\n").encode())
+    atomic_write_bytes(d / "meta.json", (json.dumps(meta, indent=1) + "\n").encode())
     return meta
 
 

@@ -26,11 +26,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from raysweep.atomic import atomic_write
 from raysweep.backends import COLUMNS
 
 DONE = ("ok", "diverged")  # statuses of a finished trial (never re-run)
@@ -114,14 +114,7 @@ def write_table(study_dir: str | Path, rows: list[dict]) -> None:
     df = rows_frame(rows)
     for name, writer in (("results.csv", lambda p: df.to_csv(p, index=False)),
                          ("results.parquet", lambda p: _parquet(df, p))):
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=d)
-        os.close(fd)
-        try:
-            writer(tmp)
-            _publish(tmp, d / name)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(d / name, writer)
 
 
 def _parquet(df, path: str) -> None:
@@ -131,31 +124,6 @@ def _parquet(df, path: str) -> None:
         if out[c].dtype == object and c not in ("weights", "activations", "format"):
             out[c] = out[c].map(lambda v: v if v is None or isinstance(v, str) else str(v))
     out.to_parquet(path, index=False)
-
-
-def _publish(tmp: str, dest: str | Path) -> None:
-    """Give a finished temp file the mode a plain open() would have, then move it in place.
-
-    ``mkstemp`` creates files readable by their owner only (0600); results are
-    meant to be shared like any other output, so apply 0666 minus the umask.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, dest)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a text file via a temporary file in the same directory and os.replace."""
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        _publish(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def read_table(path: str | Path):

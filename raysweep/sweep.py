@@ -271,7 +271,7 @@ def run_study(study: Study, out: str | Path = "runs", max_concurrent: int | None
 def _save_study(study: Study, sdir: Path) -> None:
     import yaml
 
-    from raysweep.registry import atomic_write_text
+    from raysweep.atomic import atomic_write_text
 
     atomic_write_text(sdir / "study.yaml", yaml.safe_dump(study.to_dict(), sort_keys=False))
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
+
+from raysweep.atomic import atomic_write_bytes
 
 
 def clean_json(obj):
@@ -26,22 +26,10 @@ def clean_json(obj):
     return obj
 
 
-def default_mode() -> int:
-    """``0o666 & ~umask``: the mode ``open()`` would give a new file.
-
-    ``mkstemp`` creates its file 0600 (private), so an atomically written output
-    would otherwise be unreadable by the group and others, unlike a plain write.
-    The umask can only be read by setting it; it is restored at once.
-    """
-    old = os.umask(0)
-    os.umask(old)
-    return 0o666 & ~old
-
-
 def write_atomic(path: str | Path, text: str | bytes, mkdir: bool = True) -> Path:
     """Write to a temp file in the same directory, then ``os.replace``: never half-written.
 
-    The file gets the usual mode of a new file (:func:`default_mode`). With
+    The file gets the usual mode of a new file (:func:`raysweep.atomic.file_mode`). With
     ``mkdir=False`` a missing parent directory is a FitError naming the path
     (``raysweep fit --json`` into a mistyped directory must not create it).
     """
@@ -52,16 +40,7 @@ def write_atomic(path: str | Path, text: str | bytes, mkdir: bool = True) -> Pat
         from raysweep.errors import FitError
 
         raise FitError(f"--json {str(path)!r}: directory {str(path.parent)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode() if isinstance(text, str) else text)
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(path, text.encode() if isinstance(text, str) else text)
 
 
 def write_json(path: str | Path, obj: dict, mkdir: bool = True) -> Path:

@@ -14,14 +14,12 @@ without the report's text:
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from raysweep.fit.cli import default_mode
+from raysweep.atomic import atomic_write
 from raysweep.fit.data import DENSE_BITS, Design
 
 LN4 = math.log(4.0)
@@ -38,14 +36,9 @@ def _plt():
 
 def _save(fig, path: Path) -> Path:
     """Save atomically (temp file in the same dir, then rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-        os.chmod(tmp, default_mode())  # mkstemp's 0600 -> the mode of a plain new file
-        os.replace(tmp, path)
+        atomic_write(path, lambda p: fig.savefig(p, dpi=110, bbox_inches="tight", format="png"))
     finally:
-        Path(tmp).unlink(missing_ok=True)
         _plt().close(fig)
     return path
 

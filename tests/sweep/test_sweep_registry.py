@@ -105,7 +105,7 @@ def test_published_files_have_plain_open_modes(tmp_path):
     """Atomic writes go through mkstemp (0600); the published files must not stay private."""
     import os
 
-    from raysweep.registry import atomic_write_text
+    from raysweep.atomic import atomic_write_text
 
     old = os.umask(0o022)
     try:
