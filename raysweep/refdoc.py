@@ -1,0 +1,171 @@
+"""The generated tables of docs/results.md, rendered from committed reference studies.
+
+``python -m raysweep.refdoc [DOC] [--check]``
+
+DOC (default ``docs/results.md``) holds blocks delimited by
+``<!-- refdoc:NAME -->`` and ``<!-- /refdoc:NAME -->``. Each is replaced by tables
+rendered from ``data/reference/NAME/fit.json``, the file ``raysweep report
+data/reference/NAME`` writes from that study's ``results.csv``. The text around
+the blocks is left as it is. ``--check`` rewrites nothing and exits 1 if any
+block differs from what the data gives (tests/test_refdoc.py runs it, and refits
+every committed table against its fit.json, so the numbers in the docs cannot
+drift from the data).
+
+Rendering is pure formatting of fit.json (no fitting), so it is deterministic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+from raysweep.errors import RaysweepError
+
+BLOCK = re.compile(
+    r"(<!-- refdoc:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /refdoc:(?P=name) -->)", re.S)
+
+
+def _f(v, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{v:.{digits}g}"
+
+
+def _ci(ci, digits: int = 3) -> str:
+    return f"[{_f(ci[0], digits)}, {_f(ci[1], digits)}]" if ci else "-"
+
+
+def _flag(flags: dict, *names: str) -> str:
+    """The kind of the first flag found: "wide interval", "at the bound ...", "not identified"."""
+    for n in names:
+        if flags.get(n):
+            return re.sub(r"\s*\[.*", "", flags[n].split(":")[0])
+    return ""
+
+
+def _table(head: list[str], rows: list[list]) -> list[str]:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
+    return out
+
+
+def render(fit: dict, name: str) -> str:
+    """Markdown tables for one reference study from its fit.json."""
+    dec = fit.get("decoupled", {})
+    lines = [f"Generated from `data/reference/{name}/fit.json` by `python -m raysweep.refdoc`"
+             f" ({fit.get('n_points', '?')} runs). Intervals: 95% bootstrap over runs.", ""]
+    lines += ["Fit quality (RMSE on the fitted runs):", ""]
+    lines += _table(["law", "runs", "RMSE log-loss", "RMSE loss", "status"],
+                    [[law, r.get("n_points", "-"), _f(r.get("rmse_log")), _f(r.get("rmse")),
+                      r.get("status", "error")] for law, r in fit.get("laws", {}).items()])
+    if "params" in fit:
+        rows = [[k, _f(v, 4), _ci(fit["ci"].get(k)), _ci(dec.get("ci", {}).get(k)),
+                 _f(dec.get("params", {}).get(k), 4), _flag(fit["flags"], k)]
+                for k, v in fit["params"].items()]
+        rows += [[f"{fam}.{k}", _f(v, 4), _ci(fit["ci"].get(f"{fam}.{k}")), "-", "-",
+                  _flag(fit["flags"], f"{fam}.{k}", fam)]
+                 for fam, ps in fit.get("capacity", {}).items() for k, v in ps.items()]
+        lines += ["", "Parameters, unified (tanh) law and decoupled law:", ""]
+        lines += _table(["parameter", "unified", "unified 95%", "decoupled 95%", "decoupled",
+                         "flag"], rows)
+    single = {}
+    for r in fit.get("single_run_rho", []):
+        single.setdefault(r["label"], []).append(r["rho"])
+    rows = []
+    for lab, f in fit.get("formats", {}).items():
+        if not f["parts"]:
+            continue
+        parts = ", ".join(f"{p['role'][0].upper()}:{p['spec']} {_f(p['gmse'])}"
+                          for p in f["parts"])
+        one = single.get(lab)
+        rows.append([lab, parts, f["runs"], _f(f["rho_free"]), _ci(f["rho_free_ci"]),
+                     _f(f["rho_unified"]), _f(f.get("rho_paper")),
+                     _f(sum(one) / len(one)) if one else "-"])
+    lines += ["", "Capacity per format (GMSE per part; free rho = decoupled law; paper law = "
+                  "published (L, F, C) = (1.0, 0.41, 1.39); single-run = mean of the "
+                  "per-run rho):", ""]
+    lines += _table(["format", "parts: GMSE", "runs", "rho free", "free 95%", "rho tanh fit",
+                     "rho paper law", "single-run"], rows)
+    lines += ["", _ordering(fit.get("formats", {}))]
+    comp = fit.get("composability", {})
+    if comp.get("entries"):
+        lines += ["", f"Composability (free rho of each combination vs the product of its "
+                      f"marginals; max |error| {_f(comp['max_abs_error'])}, mean "
+                      f"{_f(comp['mean_abs_error'])}):", ""]
+        lines += _table(["format", "measured", "measured 95%", "product", "error"],
+                        [[e["format"], _f(e["measured"]), _ci(e.get("measured_ci")),
+                          _f(e["product"]), _f(e["error"], 2)] for e in comp["entries"]])
+    elif comp.get("note"):
+        lines += ["", f"Composability: {comp['note']}."]
+    return "\n".join(lines) + "\n"
+
+
+def _ordering(formats: dict) -> str:
+    """Does the free rho order the formats as the paper's law (i.e. their GMSE) does?"""
+    pts = [(f["rho_paper"], f["rho_free"], lab) for lab, f in formats.items()
+           if f["parts"] and f.get("rho_paper") is not None and f.get("rho_free") is not None]
+    if len(pts) < 2:
+        return "Ordering: fewer than two compressed formats."
+    pts.sort(key=lambda p: -p[0])
+    swaps = [f"{a[2]} below {b[2]}" for i, a in enumerate(pts) for b in pts[i + 1:]
+             if a[0] > b[0] and a[1] < b[1]]
+    pairs = sum(1 for i, a in enumerate(pts) for b in pts[i + 1:] if a[0] > b[0])
+    order = ", ".join(f"{lab} {_f(free)}" for _, free, lab in pts)
+    return (f"Ordering: the formats from the highest paper-law rho down, with their free "
+            f"rho: {order}; "
+            f"{pairs - len(swaps)} of {pairs} pairs in the paper law's order"
+            + (f"; out of order: {', '.join(swaps)}." if swaps else "."))
+
+
+def update(doc: Path, root: Path, check: bool = False) -> list[str]:
+    """Re-render every block of ``doc``; returns the names of blocks that changed."""
+    text = doc.read_text()
+    changed: list[str] = []
+
+    def sub(m: re.Match) -> str:
+        name = m.group("name")
+        path = root / "data" / "reference" / name / "fit.json"
+        if not path.is_file():
+            raise RaysweepError(f"{doc}: block {name!r}: no {path} (run `raysweep report "
+                                f"{path.parent}` first)")
+        try:
+            body = render(json.loads(path.read_text()), name)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise RaysweepError(f"{path}: not a fit.json written by `raysweep report` "
+                                f"({type(exc).__name__}: {exc})") from exc
+        if body != m.group("body"):
+            changed.append(name)
+        return m.group(1) + body + m.group(4)
+
+    new = BLOCK.sub(sub, text)
+    if not check and new != text:
+        from raysweep.atomic import atomic_write_text
+
+        atomic_write_text(doc, new)
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m raysweep.refdoc", description=__doc__.split(
+        "\n")[0])
+    ap.add_argument("doc", nargs="?", default="docs/results.md")
+    ap.add_argument("--root", default=".", help="repository root (holds data/reference/)")
+    ap.add_argument("--check", action="store_true", help="exit 1 if a block is out of date")
+    args = ap.parse_args(argv)
+    try:
+        changed = update(Path(args.doc), Path(args.root), check=args.check)
+    except (OSError, RaysweepError) as exc:
+        print(f"raysweep: error: {exc}", file=sys.stderr)
+        return 2
+    if changed:
+        print(("out of date: " if args.check else "updated: ") + ", ".join(changed))
+        return 1 if args.check else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
