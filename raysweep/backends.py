@@ -52,6 +52,15 @@ class ReplayMissError(RaysweepError):
     """A replayed trial has no matching row in the replay table."""
 
 
+def tanh_capacity(gmse: float, L: float = 1.0, F: float = 0.41, C: float = 1.39) -> float:
+    """``rho = L tanh(F log_{1/4} GMSE)^C`` (paper.md §1); defaults: the published fit."""
+    if gmse >= 1.0:
+        return 0.0
+    if gmse <= 0.0:
+        return L
+    return L * math.tanh(F * -math.log(gmse) / math.log(4.0)) ** C
+
+
 def capacity(spec: str, caps: dict[str, dict[str, float]] | None = None) -> float:
     """rho of one role's spec: the product over its ``+``-composed parts (paper.md §1).
 
@@ -66,12 +75,8 @@ def capacity(spec: str, caps: dict[str, dict[str, float]] | None = None) -> floa
         rep = parse(part)
         if rep.is_identity:
             continue
-        g = rep.gmse().value
-        if g >= 1.0:
-            return 0.0
         c = {**DEFAULT_CAPACITY, **caps.get("default", {}), **caps.get(rep.family, {})}
-        eff_bits = -math.log(g) / math.log(4.0)
-        rho *= c["L"] * math.tanh(c["F"] * eff_bits) ** c["C"]
+        rho *= tanh_capacity(rep.gmse().value, c["L"], c["F"], c["C"])
     return rho
 
 

@@ -154,6 +154,7 @@ def _law_row(res, err) -> dict:
 
 
 def _formats(df, design, unified, decoupled) -> dict:
+    from raysweep.backends import tanh_capacity
     from raysweep.fit.plots import bits_per_weight
 
     bits = bits_per_weight(df, design)
@@ -170,6 +171,7 @@ def _formats(df, design, unified, decoupled) -> dict:
             "rho_unified": unified.rho.get(lab) if unified else None,
             "rho_free": decoupled.rho.get(lab) if decoupled else None,
             "rho_free_ci": decoupled.ci.get(f"rho[{lab}]") if decoupled else None,
+            "rho_paper": math.prod(tanh_capacity(p.gmse) for p in parts),
         }
     return out
 
@@ -213,11 +215,16 @@ def _blocks(name, df, uni, u_err, dec, comp, laws, formats, images, bootstrap,
                   for fam, ps in uni.capacity.items() for k, v in ps.items()])]
     b += [("h", 2, "Capacity per format"),
           ("table", ["format", "parts (role:spec family GMSE)", "bits/weight", "runs",
-                     "rho (unified)", "rho (free)", "free rho 95%"],
+                     "rho (unified)", "rho (free)", "free rho 95%", "rho (paper law)"],
            [[lab, ", ".join(f"{p['role'][0].upper()}:{p['spec']} {p['family']} "
                             f"{p['gmse']:.3g}" for p in f["parts"]) or "dense",
              _fmt(f["bits_weights"], 3), f["runs"], _fmt(f["rho_unified"]),
-             _fmt(f["rho_free"]), _ci(f["rho_free_ci"])] for lab, f in formats.items()])]
+             _fmt(f["rho_free"]), _ci(f["rho_free_ci"]), _fmt(f["rho_paper"])]
+            for lab, f in formats.items()]),
+          ("p", "rho (paper law): L tanh(F log_{1/4} GMSE)^C with the paper's published "
+                "fit (L, F, C) = (1.0, 0.41, 1.39) (scalar quantization, Llama/C4, "
+                "30-200M parameters), multiplied over parts; a yardstick, not a fit to "
+                "this data.")]
     b += [("h", 2, "Law comparison"),
           ("p", "Fit error on the fitted runs (RMSE of log-loss and of loss); the "
                 "decoupled law has one free rho per format and is the floor the "

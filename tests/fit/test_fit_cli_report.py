@@ -78,6 +78,12 @@ def test_report_end_to_end(table, tmp_path):
     single = fit["single_run_rho"]
     assert len(single) == int((table["format"] != "bf16|bf16").sum())
     assert all(0 < r["rho"] < 1.2 for r in single) and "## Single-run capacity" in text
+    # The paper's published tanh law beside the fits: int4 GMSE 0.011543 -> 0.8196,
+    # W+A multiplies, dense is 1.
+    paper = {lab: f["rho_paper"] for lab, f in fit["formats"].items()}
+    assert paper["int4|bf16"] == pytest.approx(0.81963, abs=1e-4)
+    assert paper["int4|int4"] == pytest.approx(0.81963 ** 2, abs=1e-4)
+    assert paper["bf16|bf16"] == 1.0 and "rho (paper law)" in text
     assert not list(study.glob(".*.tmp")) and not list((study / "plots").glob(".*"))
 
 
