@@ -31,7 +31,10 @@ at which active's median error is within 10% of the full grid's median error.
 ``oracle_fraction_to_match`` is the yardstick for it: the FLOPs a greedy
 design that knows the true law needs to match, linearized (see its function).
 
-Usage: python bench/active.py [--seeds 5] [--replay TABLE.csv] [--quick]
+With ``--holdout`` the target runs are left out of every pool (the full grid is
+the rest), so every strategy, the full grid included, extrapolates to them.
+
+Usage: python bench/active.py [--seeds 5] [--replay TABLE.csv] [--quick] [--holdout]
 The last line of output is one JSON object.
 """
 
@@ -46,21 +49,16 @@ from pathlib import Path
 import numpy as np
 
 from raysweep.active_acq import ActiveDesign, run_in_process
-
-
-def unified_rho(gmse: float, L=1.0, F=0.41, C=1.39) -> float:
-    """Paper §1: rho = L tanh(F log_{1/4} GMSE)^C (published F, C)."""
-    return L * math.tanh(F * -math.log(gmse) / math.log(4)) ** C
-
+from raysweep.backends import tanh_capacity
 
 # GMSE values of paper §3: int4, int3, int2, sparse50.
 G = {"int4": 0.011543, "int3": 0.03744, "int2": 0.11885, "sparse50": 0.0713}
 LAWS = {
     "chinchilla_unified": dict(
         A=482.01, alpha=0.3478, B=2085.43, beta=0.3658, E=1.82,
-        rho={"dense": 1.0, "w4": unified_rho(G["int4"]), "w3": unified_rho(G["int3"]),
-             "w2": unified_rho(G["int2"]), "w4a4": unified_rho(G["int4"]) ** 2,
-             "s50": unified_rho(G["sparse50"])}),
+        rho={"dense": 1.0, "w4": tanh_capacity(G["int4"]), "w3": tanh_capacity(G["int3"]),
+             "w2": tanh_capacity(G["int2"]), "w4a4": tanh_capacity(G["int4"]) ** 2,
+             "s50": tanh_capacity(G["sparse50"])}),
     "shallow_alpha": dict(
         A=60.0, alpha=0.2, B=400.0, beta=0.3, E=2.0,
         rho={"dense": 1.0, "w4": 0.9, "w3": 0.75, "w2": 0.45, "w4a4": 0.8, "s50": 0.65}),
@@ -111,10 +109,13 @@ def prefix_within(order, cost, budget):
 OPTS = {"ensemble": 48, "cost_exponent": 1.0}
 
 
-def run_case(pool, answers, truth_targets, truth_rho, seed, mse=None) -> dict:
-    """All strategies on one pool; ``answers[i]`` is run i's observed loss."""
+def run_case(pool, answers, truth_targets, truth_rho, seed, mse=None, target=None) -> dict:
+    """All strategies on one pool; ``answers[i]`` is run i's observed loss.
+
+    ``target``: explicit target (N, D) points (held-out mode: not in the pool).
+    """
     total = float(sum(6 * r["n_params"] * r["tokens"] for r in pool))
-    design = ActiveDesign(pool, max(BUDGETS) * total, seed=seed, **OPTS)
+    design = ActiveDesign(pool, max(BUDGETS) * total, seed=seed, target=target, **OPTS)
     cost = design.pool.cost
     curve = []  # (fraction spent, errors) after each active round
 
@@ -184,7 +185,7 @@ def summarize(name, runs, metric="target_rmse") -> dict:
     return out
 
 
-def linearized_mse(law: dict, noise: float, pool: list[dict]):
+def linearized_mse(law: dict, noise: float, pool: list[dict], target=None):
     """Expected squared target error of any subset of the pool, linearized at the truth.
 
     At the true parameters theta*, the decoupled law's Jacobian J (log-loss
@@ -196,7 +197,7 @@ def linearized_mse(law: dict, noise: float, pool: list[dict]):
     without the seed noise of ``target_rmse``. Returns (design, cost fraction
     per pool row, mse(subset)).
     """
-    design = ActiveDesign(pool, 1.0)
+    design = ActiveDesign(pool, 1.0, target=target)
     sur, p = design.surrogate, design.pool
     th = np.zeros(sur.n_theta)
     th[:5] = [math.log(law["A"]) - law["alpha"] * sur.n0, law["alpha"],
@@ -220,7 +221,7 @@ def linearized_mse(law: dict, noise: float, pool: list[dict]):
     return design, cost, mse
 
 
-def oracle_fraction_to_match(law: dict, noise: float, pool: list[dict]) -> float:
+def oracle_fraction_to_match(law: dict, noise: float, pool: list[dict], target=None) -> float:
     """FLOPs a design that *knows the true law* needs to match the full grid (linearized).
 
     A yardstick for ``fraction_to_match``, not a strategy. With
@@ -231,7 +232,7 @@ def oracle_fraction_to_match(law: dict, noise: float, pool: list[dict]) -> float
     best any sequential design can do, so an active fraction far below this
     figure would be luck of the seeds, not method.
     """
-    design, cost, var = linearized_mse(law, noise, pool)
+    design, cost, var = linearized_mse(law, noise, pool, target)
     goal = 1.21 * var(range(len(cost)))  # RMSE within 10%
     best = 1.0
     for c_exp in (1.0, 0.5):
@@ -245,23 +246,29 @@ def oracle_fraction_to_match(law: dict, noise: float, pool: list[dict]) -> float
     return round(best, 3)
 
 
-def simulated_cases(n_seeds: int, laws) -> list[dict]:
+def simulated_cases(n_seeds: int, laws, holdout: bool = False) -> list[dict]:
+    """``holdout``: the target runs (largest N and D) are left out of every pool."""
     cases = []
     for lname in laws:
         law = LAWS[lname]
         pool = make_pool(law)
         n_max, d_max = max(SIZES), max(SIZES) * max(TPP)
+        target = None
+        if holdout:
+            pool = [r for r in pool if (r["n_params"], r["tokens"]) != (n_max, d_max)]
+            target = [(n_max, d_max)]
         for noise in NOISES:
-            mse = linearized_mse(law, noise, pool)[2]
+            mse = linearized_mse(law, noise, pool, target)[2]
             runs = []
             for seed in range(n_seeds):
                 rng = np.random.default_rng([seed, int(noise * 1e4)])
                 answers = [true_loss(law, r["format"], r["n_params"], r["tokens"])
                            * math.exp(noise * rng.standard_normal()) for r in pool]
                 design_targets = np.array([true_loss(law, f, n_max, d_max) for f in law["rho"]])
-                runs.append(run_case(pool, answers, design_targets, law["rho"], seed, mse))
-            case = summarize(f"{lname}/noise={noise}", runs)
-            case["oracle_fraction_to_match"] = oracle_fraction_to_match(law, noise, pool)
+                runs.append(run_case(pool, answers, design_targets, law["rho"], seed, mse,
+                                     target))
+            case = summarize(f"{lname}/noise={noise}" + ("/holdout" if holdout else ""), runs)
+            case["oracle_fraction_to_match"] = oracle_fraction_to_match(law, noise, pool, target)
             cases.append(case)
     return cases
 
@@ -292,6 +299,9 @@ def main() -> None:
     ap.add_argument("--replay", action="append", default=[],
                     help="results table(s) to replay (default: data/reference/*/results.csv)")
     ap.add_argument("--quick", action="store_true", help="one law, two seeds (smoke run)")
+    ap.add_argument("--holdout", action="store_true",
+                    help="leave the target runs (largest N and D) out of every pool, the "
+                         "full grid's included: every strategy extrapolates to them")
     ap.add_argument("--ensemble", type=int, default=OPTS["ensemble"])
     ap.add_argument("--cost-exponent", type=float, default=OPTS["cost_exponent"])
     args = ap.parse_args()
@@ -299,7 +309,7 @@ def main() -> None:
     t0 = time.perf_counter()
     laws = ["chinchilla_unified"] if args.quick else list(LAWS)
     seeds = 2 if args.quick else args.seeds
-    cases = simulated_cases(seeds, laws)
+    cases = simulated_cases(seeds, laws, holdout=args.holdout)
     replays = args.replay or [str(p) for p in Path("data/reference").glob("*/results.csv")]
     for path in replays:
         cases.append(replay_case(path, seeds))
@@ -322,7 +332,8 @@ def main() -> None:
             m: f"{sum(len(c.get(k, [])) for c in cases)}/{len(BUDGETS) * len(cases)}"
             for m, k in (("loss", "budgets_active_worse"), ("rho", "rho_budgets_active_worse"),
                          ("design", "design_budgets_active_worse"))},
-        "budgets": list(BUDGETS), "seeds": seeds, "options": OPTS, "noises": list(NOISES),
+        "holdout": args.holdout, "budgets": list(BUDGETS), "seeds": seeds, "options": OPTS,
+        "noises": list(NOISES),
         "replay_tables": replays, "wall_s": round(time.perf_counter() - t0, 1),
         "cases": cases,
     }

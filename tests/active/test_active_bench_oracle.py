@@ -28,3 +28,14 @@ def test_oracle_fraction_is_bounded_and_far_above_ten_percent(bench):
     # the truth known, matching its target error needs most of the grid.
     assert frac > 0.5
 
+
+
+def test_oracle_fraction_with_targets_held_out_of_the_pool(bench):
+    """Even when no strategy (nor the full grid) may train the target points, matching
+    the full grid's extrapolation still takes most of its FLOPs."""
+    law = bench.LAWS["chinchilla_unified"]
+    n_max, d_max = max(bench.SIZES), max(bench.SIZES) * max(bench.TPP)
+    pool = [r for r in bench.make_pool(law) if (r["n_params"], r["tokens"]) != (n_max, d_max)]
+    assert len(pool) == len(bench.make_pool(law)) - len(law["rho"])
+    frac = bench.oracle_fraction_to_match(law, 0.01, pool, target=[(n_max, d_max)])
+    assert 0.5 < frac <= 1.0
