@@ -111,8 +111,11 @@ class SweepCallback(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "row_json" in result:
+            # its final row: done, though Tune calls on_trial_complete a little later
+            self.running.discard(trial.trial_id)
             self._finish(json.loads(result["row_json"]))
         elif "failed_json" in result:  # a trial that reports its own (final) failure
+            self.running.discard(trial.trial_id)
             rec = json.loads(result["failed_json"])
             self._failed(rec["run_id"], rec["error"])
 
