@@ -22,6 +22,10 @@ with fp32 master weights (the training setup); medians of
   (forward GEMM on float8 codes) / dense.
 - ``gpu_w4a4_vs_pure_bf16_weights``: Triton layer / a dense layer holding bf16
   weights (no per-step weight cast: a stricter baseline than autocast).
+- ``gpu_graph_w4a4_vs_dense_bf16``: the Triton layer's forward+backward captured
+  as CUDA graphs (``torch.cuda.make_graphed_callables``: no per-launch host
+  cost, the layer's bottleneck in eager mode) / dense (eager autocast); the
+  dense layer captured the same way is ``gpu_ms[d]["dense_autocast_graph"]``.
 - ``gpu_ms``: every time in milliseconds.
 
 Usage: ``python bench/train.py [--gpu-only] [--cpu-only] [--quick]``.
@@ -197,8 +201,30 @@ def _gpu_case(d: int, tokens: int, quick: bool) -> dict:
         finally:
             layers_mod.MASK_KERNEL = True
 
+    def graphed(mod):
+        """``mod`` forward+backward captured as CUDA graphs (no per-kernel launch cost).
+
+        Autocast with ``cache_enabled=False`` at capture and replay, as
+        make_graphed_callables requires; built lazily so a failure is one case's."""
+        box = {}
+
+        def step():
+            if "g" not in box:
+                xs = x0.detach().requires_grad_()
+                with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+                    box["g"] = torch.cuda.make_graphed_callables(mod, (xs,))
+            x = x0.detach().requires_grad_()
+            with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+                y = box["g"](x)
+            y.backward(g)
+        return step
+
+    tri_g = CompressedLinear.from_linear(dense, "int4", "int4", backend="triton")
+    dense_g = torch.nn.Linear(d, d, bias=False, device=dev)
     cases = {
         "dense_autocast": run(dense),
+        "dense_autocast_graph": graphed(dense_g),
+        "w4a4_triton_graph": graphed(tri_g),
         "a4_only_triton": run(a4),
         "w4_only_triton": run(w4),
         "w4a4_triton_where": run(where_variant),
@@ -216,7 +242,8 @@ def _gpu_case(d: int, tokens: int, quick: bool) -> dict:
             fn()
             torch.cuda.synchronize()
             out[name] = triton.testing.do_bench(fn, warmup=25, rep=rep, return_mode="median",
-                                                grad_to_none=[dense.weight, dense_bf16.weight])
+                                                grad_to_none=[dense.weight, dense_bf16.weight,
+                                                              dense_g.weight, tri_g.weight])
         except Exception as e:  # report and go on: one failing variant must not hide the rest
             out[name] = None
             print(f"gpu case {name} d={d} failed: {type(e).__name__}: {e}", file=sys.stderr)
@@ -306,7 +333,7 @@ def gpu(quick: bool) -> dict:
         _profile(2048, tokens)
     except Exception as e:
         print(f"profile failed: {type(e).__name__}: {e}", file=sys.stderr)
-    times, w4, vs_torch, vs_compile, w4_fp8, w4_pure = {}, {}, {}, {}, {}, {}
+    times, w4, vs_torch, vs_compile, w4_fp8, w4_pure, w4_graph = {}, {}, {}, {}, {}, {}, {}
     for d in (1024, 2048):
         t = _gpu_case(d, tokens, quick)
         times[str(d)] = t
@@ -321,7 +348,10 @@ def gpu(quick: bool) -> dict:
             vs_torch[str(d)] = t["w4a4_torch"] / t["w4a4_triton"]
         if t["w4a4_triton"] and t["w4a4_ref_compile"]:
             vs_compile[str(d)] = t["w4a4_ref_compile"] / t["w4a4_triton"]
-    return {"gpu_w4a4_vs_dense_bf16": w4, "gpu_triton_vs_torch": vs_torch,
+        if t["w4a4_triton_graph"] and base:
+            w4_graph[str(d)] = t["w4a4_triton_graph"] / base
+    return {"gpu_w4a4_vs_dense_bf16": w4, "gpu_graph_w4a4_vs_dense_bf16": w4_graph,
+            "gpu_triton_vs_torch": vs_torch,
             "gpu_compile_vs_triton": vs_compile, "gpu_fp8_w4a4_vs_dense_bf16": w4_fp8,
             "gpu_w4a4_vs_pure_bf16_weights": w4_pure, "gpu_ms": times,
             "gpu_kernels_2048": _kernel_bandwidth(tokens, 2048), "gpu_tokens": tokens,
