@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raysweep.atomic import atomic_write_bytes
+from raysweep.atomic import atomic_write_bytes, file_mode
 from raysweep.data import build_bytes, path_hash, stdlib_corpus
 from raysweep.errors import RaysweepError
 
@@ -112,8 +112,20 @@ def sitepackages_bytes(max_bytes: int | None = None) -> list[tuple[str, bytes]]:
     return docs
 
 
+EOS_NAMES = ("<|endoftext|>", "</s>", "<eos>", "[SEP]", "<|end_of_text|>")
+HF_BATCH = 1000  # documents per encode_batch call
+
+
 def _prepare_hf(name: str, out: str, tokenizer: str | None, max_bytes: int | None) -> dict:
-    """Tokenize a Hugging Face dataset's ``text`` column (optional dependencies)."""
+    """Tokenize a Hugging Face dataset's ``text`` column (optional dependencies).
+
+    Streams: documents are encoded ``HF_BATCH`` at a time (``encode_batch``, which
+    tokenizers runs in parallel) and appended to temporary ``.bin`` files, so the
+    corpus never has to fit in memory as Python ints. Documents end with the
+    tokenizer's end-of-text token (the first of :data:`EOS_NAMES` it has, else the
+    last id). ``max_bytes`` caps the characters of text read (train and validation
+    together).
+    """
     for pkg in ("datasets", "tokenizers"):
         try:
             __import__(pkg)
@@ -130,29 +142,69 @@ def _prepare_hf(name: str, out: str, tokenizer: str | None, max_bytes: int | Non
            else Tokenizer.from_pretrained(tokenizer))
     dataset, _, config = name.partition(":")
     ds = datasets.load_dataset(dataset, config or None)
+    if "train" not in ds:
+        raise RaysweepError(f"data prepare hf:{name}: the dataset has no 'train' split "
+                            f"(splits: {', '.join(ds)})")
     vocab = tok.get_vocab_size()
-    eos = vocab - 1  # documents are separated by the last id
+    eos = next((i for i in map(tok.token_to_id, EOS_NAMES) if i is not None), vocab - 1)
+    dt = token_dtype(vocab)
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "meta.json").unlink(missing_ok=True)  # the directory is invalid until meta lands
+    tmp = {k: d / f".{k}.bin.{os.getpid()}.tmp" for k in ("train", "val")}
+    counts = {"train": 0, "val": 0}
+    budget = [max_bytes or 0, 0]  # cap, characters used
 
-    def encode(split, select=None) -> np.ndarray:
-        ids, used = [], 0
+    def encode(split, files, which) -> None:
+        """Append ``split``'s documents to files[which(i)] batch by batch."""
+        batch: list[tuple[int, str]] = []
+
+        def flush():
+            for (i, _), enc in zip(batch, tok.encode_batch([t for _, t in batch])):
+                k = which(i)
+                files[k].write(np.asarray(enc.ids + [eos], dtype=dt).tobytes())
+                counts[k] += len(enc.ids) + 1
+            batch.clear()
+
         for i, row in enumerate(split):
-            if select is not None and not select(i):
-                continue
-            ids.extend(tok.encode(row["text"]).ids + [eos])
-            used += len(row["text"])
-            if max_bytes and used >= max_bytes:
+            text = row.get("text") if isinstance(row, dict) else None
+            if not isinstance(text, str):
+                cols = ", ".join(row) if isinstance(row, dict) else type(row).__name__
+                raise RaysweepError(f"data prepare hf:{name}: row {i} has no string 'text' "
+                                    f"column (columns: {cols})")
+            batch.append((i, text))
+            budget[1] += len(text)
+            if len(batch) >= HF_BATCH:
+                flush()
+            if budget[0] and budget[1] >= budget[0]:
                 break
-        return np.asarray(ids, dtype=np.int64)
+        flush()
 
-    if "validation" in ds:
-        train, val = encode(ds["train"]), encode(ds["validation"])
-    else:
-        in_val = [int(path_hash(str(i))[:8], 16) % 100 < 5 for i in range(len(ds["train"]))]
-        train = encode(ds["train"], lambda i: not in_val[i])
-        val = encode(ds["train"], lambda i: in_val[i])
-    digest = hashlib.sha256(train.tobytes() + val.tobytes()).hexdigest()[:16]
-    return write_dir(out, train, val, vocab, digest,
-                     {"source": f"hf:{name}", "tokenizer": tokenizer})
+    try:
+        with open(tmp["train"], "wb") as ft, open(tmp["val"], "wb") as fv:
+            files = {"train": ft, "val": fv}
+            if "validation" in ds:
+                encode(ds["train"], files, lambda i: "train")
+                encode(ds["validation"], files, lambda i: "val")
+            else:  # 5% of documents by a hash of their index
+                encode(ds["train"], files,
+                       lambda i: "val" if int(path_hash(str(i))[:8], 16) % 100 < 5 else "train")
+        h = hashlib.sha256()
+        for k in ("train", "val"):
+            with open(tmp[k], "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 24), b""):
+                    h.update(chunk)
+        for k in ("train", "val"):
+            os.chmod(tmp[k], file_mode())
+            os.replace(tmp[k], d / f"{k}.bin")
+    finally:
+        for p in tmp.values():
+            p.unlink(missing_ok=True)
+    meta = {"dtype": dt.name, "vocab": int(vocab), "hash": h.hexdigest()[:16],
+            "train_tokens": counts["train"], "val_tokens": counts["val"],
+            "source": f"hf:{name}", "tokenizer": tokenizer, "eos_id": int(eos)}
+    atomic_write_bytes(d / "meta.json", (json.dumps(meta, indent=1) + "\n").encode())
+    return meta
 
 
 def prepare(source: str, out: str, tokenizer: str | None = None,
