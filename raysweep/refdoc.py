@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from raysweep.errors import RaysweepError
+from raysweep.report import gmse_ordering
 
 BLOCK = re.compile(
     r"(<!-- refdoc:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /refdoc:(?P=name) -->)", re.S)
@@ -90,7 +91,7 @@ def render(fit: dict, name: str) -> str:
                   "per-run rho):", ""]
     lines += _table(["format", "parts: GMSE", "runs", "rho free", "free 95%", "rho tanh fit",
                      "rho paper law", "single-run"], rows)
-    lines += ["", _ordering(fit.get("formats", {}))]
+    lines += ["", gmse_ordering(fit.get("formats", {}))]
     comp = fit.get("composability", {})
     if comp.get("entries"):
         lines += ["", f"Composability (free rho of each combination vs the product of its "
@@ -102,23 +103,6 @@ def render(fit: dict, name: str) -> str:
     elif comp.get("note"):
         lines += ["", f"Composability: {comp['note']}."]
     return "\n".join(lines) + "\n"
-
-
-def _ordering(formats: dict) -> str:
-    """Does the free rho order the formats as the paper's law (i.e. their GMSE) does?"""
-    pts = [(f["rho_paper"], f["rho_free"], lab) for lab, f in formats.items()
-           if f["parts"] and f.get("rho_paper") is not None and f.get("rho_free") is not None]
-    if len(pts) < 2:
-        return "Ordering: fewer than two compressed formats."
-    pts.sort(key=lambda p: -p[0])
-    swaps = [f"{a[2]} below {b[2]}" for i, a in enumerate(pts) for b in pts[i + 1:]
-             if a[0] > b[0] and a[1] < b[1]]
-    pairs = sum(1 for i, a in enumerate(pts) for b in pts[i + 1:] if a[0] > b[0])
-    order = ", ".join(f"{lab} {_f(free)}" for _, free, lab in pts)
-    return (f"Ordering: the formats from the highest paper-law rho down, with their free "
-            f"rho: {order}; "
-            f"{pairs - len(swaps)} of {pairs} pairs in the paper law's order"
-            + (f"; out of order: {', '.join(swaps)}." if swaps else "."))
 
 
 def update(doc: Path, root: Path, check: bool = False) -> list[str]:

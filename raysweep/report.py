@@ -176,6 +176,27 @@ def _formats(df, design, unified, decoupled) -> dict:
     return out
 
 
+def gmse_ordering(formats: dict) -> str:
+    """Does the free rho order the formats as the paper's law (i.e. their GMSE) does?
+
+    ``formats``: fit.json's ``formats`` (``parts``, ``rho_paper``, ``rho_free``).
+    Counts the pairs the paper law orders strictly and how many the free rho keeps.
+    """
+    pts = [(f["rho_paper"], f["rho_free"], lab) for lab, f in formats.items()
+           if f["parts"] and f.get("rho_paper") is not None and f.get("rho_free") is not None]
+    if len(pts) < 2:
+        return "Ordering: fewer than two compressed formats."
+    pts.sort(key=lambda p: -p[0])
+    swaps = [f"{a[2]} below {b[2]}" for i, a in enumerate(pts) for b in pts[i + 1:]
+             if a[0] > b[0] and a[1] < b[1]]
+    pairs = sum(1 for i, a in enumerate(pts) for b in pts[i + 1:] if a[0] > b[0])
+    order = ", ".join(f"{lab} {_fmt(free, 3)}" for _, free, lab in pts)
+    return (f"Ordering: the formats from the highest paper-law rho down, with their free "
+            f"rho: {order}; "
+            f"{pairs - len(swaps)} of {pairs} pairs in the paper law's order"
+            + (f"; out of order: {', '.join(swaps)}." if swaps else "."))
+
+
 def _fmt(v, digits=4) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "n/a"
@@ -221,6 +242,7 @@ def _blocks(name, df, uni, u_err, dec, comp, laws, formats, images, bootstrap,
              _fmt(f["bits_weights"], 3), f["runs"], _fmt(f["rho_unified"]),
              _fmt(f["rho_free"]), _ci(f["rho_free_ci"]), _fmt(f["rho_paper"])]
             for lab, f in formats.items()]),
+          ("p", gmse_ordering(formats)),
           ("p", "rho (paper law): L tanh(F log_{1/4} GMSE)^C with the paper's published "
                 "fit (L, F, C) = (1.0, 0.41, 1.39) (scalar quantization, Llama/C4, "
                 "30-200M parameters), multiplied over parts; a yardstick, not a fit to "

@@ -119,8 +119,8 @@ def test_ordering_line_counts_pairs_against_the_paper_law():
     def fmt(paper, free):
         return {"parts": [{}], "rho_paper": paper, "rho_free": free}
 
-    line = refdoc._ordering({"a": fmt(0.9, 0.8), "b": fmt(0.5, 0.85), "c": fmt(0.1, 0.05),
+    line = refdoc.gmse_ordering({"a": fmt(0.9, 0.8), "b": fmt(0.5, 0.85), "c": fmt(0.1, 0.05),
                              "dense": {"parts": []}})
     assert "a 0.8, b 0.85, c 0.05" in line
     assert "2 of 3 pairs in the paper law's order; out of order: a below b." in line
-    assert refdoc._ordering({"a": fmt(0.9, 0.8)}).startswith("Ordering: fewer than two")
+    assert refdoc.gmse_ordering({"a": fmt(0.9, 0.8)}).startswith("Ordering: fewer than two")

@@ -84,6 +84,7 @@ def test_report_end_to_end(table, tmp_path):
     assert paper["int4|bf16"] == pytest.approx(0.81963, abs=1e-4)
     assert paper["int4|int4"] == pytest.approx(0.81963 ** 2, abs=1e-4)
     assert paper["bf16|bf16"] == 1.0 and "rho (paper law)" in text
+    assert "Ordering: the formats from the highest paper-law rho down" in text
     assert not list(study.glob(".*.tmp")) and not list((study / "plots").glob(".*"))
 
 
