@@ -123,8 +123,9 @@ def _prepare_hf(name: str, out: str, tokenizer: str | None, max_bytes: int | Non
     tokenizers runs in parallel) and appended to temporary ``.bin`` files, so the
     corpus never has to fit in memory as Python ints. Documents end with the
     tokenizer's end-of-text token (the first of :data:`EOS_NAMES` it has, else the
-    last id). ``max_bytes`` caps the characters of text read (train and validation
-    together).
+    last id). ``max_bytes`` caps the characters of text read: of the train split
+    (a ``validation`` split then gets a twentieth of it), or of the documents split
+    5% by index hash.
     """
     for pkg in ("datasets", "tokenizers"):
         try:
@@ -153,11 +154,12 @@ def _prepare_hf(name: str, out: str, tokenizer: str | None, max_bytes: int | Non
     (d / "meta.json").unlink(missing_ok=True)  # the directory is invalid until meta lands
     tmp = {k: d / f".{k}.bin.{os.getpid()}.tmp" for k in ("train", "val")}
     counts = {"train": 0, "val": 0}
-    budget = [max_bytes or 0, 0]  # cap, characters used
 
-    def encode(split, files, which) -> None:
-        """Append ``split``'s documents to files[which(i)] batch by batch."""
+    def encode(split, files, which, cap) -> None:
+        """Append ``split``'s documents to files[which(i)] batch by batch, stopping after
+        the document that brings the characters read to ``cap`` (0: no cap)."""
         batch: list[tuple[int, str]] = []
+        used = 0
 
         def flush():
             for (i, _), enc in zip(batch, tok.encode_batch([t for _, t in batch])):
@@ -173,22 +175,28 @@ def _prepare_hf(name: str, out: str, tokenizer: str | None, max_bytes: int | Non
                 raise RaysweepError(f"data prepare hf:{name}: row {i} has no string 'text' "
                                     f"column (columns: {cols})")
             batch.append((i, text))
-            budget[1] += len(text)
+            used += len(text)
             if len(batch) >= HF_BATCH:
                 flush()
-            if budget[0] and budget[1] >= budget[0]:
+            if cap and used >= cap:
                 break
         flush()
 
     try:
         with open(tmp["train"], "wb") as ft, open(tmp["val"], "wb") as fv:
             files = {"train": ft, "val": fv}
-            if "validation" in ds:
-                encode(ds["train"], files, lambda i: "train")
-                encode(ds["validation"], files, lambda i: "val")
+            cap = max_bytes or 0
+            if "validation" in ds:  # the cap is the train split's; validation gets 1/20
+                encode(ds["train"], files, lambda i: "train", cap)
+                encode(ds["validation"], files, lambda i: "val", -(-cap // 20))
             else:  # 5% of documents by a hash of their index
                 encode(ds["train"], files,
-                       lambda i: "val" if int(path_hash(str(i))[:8], 16) % 100 < 5 else "train")
+                       lambda i: "val" if int(path_hash(str(i))[:8], 16) % 100 < 5 else "train",
+                       cap)
+        empty = [k for k in ("train", "val") if not counts[k]]
+        if empty:
+            raise RaysweepError(f"data prepare hf:{name}: no {' or '.join(empty)} tokens "
+                                "(an empty split, or --max-bytes too small for a 5% split)")
         h = hashlib.sha256()
         for k in ("train", "val"):
             with open(tmp[k], "rb") as f:

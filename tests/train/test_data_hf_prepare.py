@@ -96,11 +96,16 @@ def test_hf_prepare_streams_splits_and_records(fake_hf, tmp_path):
 
 
 def test_hf_prepare_uses_the_validation_split_and_the_byte_cap(fake_hf, tmp_path):
-    fake_hf["validation"] = [{"text": "held out"}]
+    fake_hf["validation"] = [{"text": "held out"}, {"text": "second"}]
     meta = prepare("hf:some/dataset", str(tmp_path / "v"), tokenizer="t")
     c = memmap_corpus(tmp_path / "v")
-    assert _docs(np.asarray(c.val)) == ["held out"]
+    assert _docs(np.asarray(c.val)) == ["held out", "second"]
     assert len(_docs(np.asarray(c.train))) == len(DOCS)
+    # with a cap, the train split is capped and validation gets a twentieth of it
+    prepare("hf:some/dataset", str(tmp_path / "vc"), tokenizer="t", max_bytes=100)
+    c = memmap_corpus(tmp_path / "vc")
+    assert _docs(np.asarray(c.val)) == ["held out"]  # 8 characters reach the cap of 5
+    assert len(_docs(np.asarray(c.train))) == 7  # 12 + 13 + ... + 18 = 105: the 7th reaches 100
     del fake_hf["validation"]
     capped = prepare("hf:some/dataset", str(tmp_path / "cap"), tokenizer="t", max_bytes=5000)
     n_docs = len(_docs(np.asarray(memmap_corpus(tmp_path / "cap").train))) + len(
@@ -124,3 +129,7 @@ def test_hf_prepare_bad_rows_fail_cleanly_and_leave_no_corpus(fake_hf, tmp_path)
         prepare("hf:some/dataset", str(out), tokenizer="t")
     with pytest.raises(RaysweepError, match="--tokenizer"):
         prepare("hf:some/dataset", str(out))
+    fake_hf["train"] = [{"text": "only one document"}]
+    with pytest.raises(RaysweepError, match="no val tokens"):
+        prepare("hf:some/dataset", str(out), tokenizer="t")
+    assert not (out / "meta.json").exists() and not list(out.glob("*.bin"))
