@@ -92,6 +92,16 @@ def render(fit: dict, name: str) -> str:
     lines += _table(["format", "parts: GMSE", "runs", "rho free", "free 95%", "rho tanh fit",
                      "rho paper law", "single-run"], rows)
     lines += ["", gmse_ordering(fit.get("formats", {}))]
+    cross = fit.get("cross_family")
+    if cross and "formats" in cross:
+        pairs = ", ".join(f"{a}={b}" for a, b in cross["share"].items())
+        lines += ["", f"Cross-family ({pairs}: one capacity curve): RMSE of log-loss "
+                      f"{_f(cross['rmse_log'])} with {cross['n_params']} parameters against "
+                      f"{_f(cross['rmse_log_separate'])} with {cross['n_params_separate']} "
+                      "for separate curves:", ""]
+        lines += _table(["format", "rho shared curve", "rho own curve", "rho free"],
+                        [[lab, _f(r["rho_shared_curve"]), _f(r["rho_own_curve"]),
+                          _f(r["rho_free"])] for lab, r in cross["formats"].items()])
     comp = fit.get("composability", {})
     if comp.get("entries"):
         lines += ["", f"Composability (free rho of each combination vs the product of its "

@@ -54,11 +54,11 @@ def _study_name(study_dir: Path) -> str:
     return study_dir.resolve().name
 
 
-def _fit(df, law, bootstrap, seed=0):
+def _fit(df, law, bootstrap, seed=0, **opts):
     from raysweep.fit import fit_table
 
     try:
-        return fit_table(df, law=law, bootstrap=bootstrap, seed=seed), None
+        return fit_table(df, law=law, bootstrap=bootstrap, seed=seed, **opts), None
     except RaysweepError as exc:
         return None, str(exc)
 
@@ -91,6 +91,7 @@ def make_report(study_dir, bootstrap: int = 50) -> Path:
             {"note": f"no decoupled fit: {d_err}", "entries": [], "matrices": []})
     formats = _formats(df, design, unified, decoupled)
     single = _single(unified, df)
+    cross = _cross_family(df, design, unified, formats)
 
     plots_dir = study_dir / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
@@ -111,13 +112,62 @@ def make_report(study_dir, bootstrap: int = 50) -> Path:
 
     fit_json = {**_fit_json(unified, u_err), "law": "unified", "decoupled":
                 _fit_json(decoupled, d_err), "composability": comp, "laws": laws,
-                "formats": formats, "single_run_rho": single.to_dict("records")}
+                "formats": formats, "single_run_rho": single.to_dict("records"),
+                "cross_family": cross}
     write_json(study_dir / "fit.json", fit_json)
     blocks = _blocks(_study_name(study_dir), df, unified, u_err, decoupled, comp, laws, formats,
-                     images, bootstrap, single)
+                     images, bootstrap, single, cross)
     write_atomic(study_dir / "report.md", _markdown(blocks, study_dir))
     write_atomic(study_dir / "report.html", _html(blocks))
     return study_dir / "report.md"
+
+
+# Families whose capacity curve the paper's GMSE argument says should be the scalar
+# quantizers' own: noise injection and floating-point grids (lloyd, ternary are "int").
+SHARE_WITH_INT = ("noise", "fp")
+
+
+def _cross_family(df, design, unified, formats) -> dict | None:
+    """Does one capacity curve serve int and the other scalar families (paper §1)?
+
+    Refits the unified law with ``noise`` and ``fp`` sharing the ``int`` curve
+    (``raysweep fit --share-family noise=int``) and compares its error with the
+    separate-curves fit, and each shared-family format's rho from the int curve
+    with its free rho. None when the table has int and none of those families.
+    """
+    share = {f: "int" for f in SHARE_WITH_INT if f in design.families}
+    if "int" not in design.families or not share or unified is None:
+        return None
+    res, err = _fit(df, "unified", 0, share=share)
+    if res is None:
+        return {"share": share, "error": err}
+    fams = set(share)
+    rows = {lab: {"rho_shared_curve": res.rho.get(lab), "rho_free": f["rho_free"],
+                  "rho_own_curve": f["rho_unified"]}
+            for lab, f in formats.items() if fams & {p["family"] for p in f["parts"]}}
+    return {"share": share, "rmse_log": res.fit_error["rmse_log"],
+            "rmse_log_separate": unified.fit_error["rmse_log"],
+            "n_params": len(res.theta), "n_params_separate": len(unified.theta),
+            "formats": rows}
+
+
+def _cross_blocks(cross) -> list:
+    if not cross:
+        return []
+    pairs = ", ".join(f"{a}={b}" for a, b in cross["share"].items())
+    out: list = [("h", 2, "Cross-family: one capacity curve")]
+    if "error" in cross:
+        return out + [("p", f"The fit with {pairs} failed: {cross['error']}")]
+    out += [("p", f"The unified law refitted with {pairs} (one curve for those families and "
+                  f"int): RMSE of log-loss {_fmt(cross['rmse_log'])} with "
+                  f"{cross['n_params']} parameters, against {_fmt(cross['rmse_log_separate'])} "
+                  f"with {cross['n_params_separate']} for separate curves. If GMSE alone sets "
+                  "the capacity (paper §1), the shared curve costs little and predicts the "
+                  "other families' rho from int's."),
+            ("table", ["format", "rho (shared curve)", "rho (own curve)", "rho (free)"],
+             [[lab, _fmt(r["rho_shared_curve"]), _fmt(r["rho_own_curve"]), _fmt(r["rho_free"])]
+              for lab, r in cross["formats"].items()])]
+    return out
 
 
 def _single(unified, df):
@@ -213,7 +263,7 @@ def _ci(ci) -> str:
 
 
 def _blocks(name, df, uni, u_err, dec, comp, laws, formats, images, bootstrap,
-            single=None) -> list:
+            single=None, cross=None) -> list:
     """The report as blocks: ("h", level, text) ("p", text) ("ul", items) ("table", head, rows)
     ("img", title, path)."""
     b: list = [("h", 1, f"raysweep report: {name}"),
@@ -254,6 +304,7 @@ def _blocks(name, df, uni, u_err, dec, comp, laws, formats, images, bootstrap,
           ("table", ["law", "points", "rmse_log", "rmse", "status"],
            [[law, r.get("n_points", "-"), _fmt(r.get("rmse_log")), _fmt(r.get("rmse")),
              r.get("status", "error: " + str(r.get("error")))] for law, r in laws.items()])]
+    b += _cross_blocks(cross)
     b += [("h", 2, "Composability")] + _composability_blocks(comp)
     b += _single_blocks(single) if single is not None else []
     b += [("h", 2, "Plots")] + [("img", title, path) for title, path in images]

@@ -1,7 +1,8 @@
 """docs/results.md cannot drift from the committed reference studies.
 
 1. Every committed study under data/reference/ is refitted from its results.csv
-   and must give the rho, fit error and composability its fit.json states.
+   and must give the rho, fit error, cross-family fit and composability its
+   fit.json states.
 2. docs/results.md's generated blocks must be exactly what fit.json renders to.
 3. The renderer itself: blocks replaced, the text around them kept, stale blocks
    reported by --check, missing or malformed fit.json a one-line error.
@@ -44,6 +45,12 @@ def test_refit_matches_committed_fit_json(study):
         assert dec.rho[lab] == pytest.approx(f["rho_free"], abs=0.01), lab
     for name in ("alpha", "beta"):
         assert uni.params[name] == pytest.approx(stated["params"][name], rel=0.05), name
+    cross = stated.get("cross_family")
+    if cross and "formats" in cross:
+        shared = fit_table(df, law="unified", share=cross["share"])
+        assert shared.fit_error["rmse_log"] == pytest.approx(cross["rmse_log"], rel=0.02)
+        for lab, r in cross["formats"].items():
+            assert shared.rho[lab] == pytest.approx(r["rho_shared_curve"], abs=0.01), lab
     comp = composability(make_design(df, clean=False), dec.rho)
     for got, want in zip(comp["entries"], stated["composability"]["entries"], strict=True):
         assert got["format"] == want["format"]
@@ -74,6 +81,10 @@ def _fit_json():
         "single_run_rho": [{"label": "int4|bf16", "rho": 0.5}, {"label": "int4|bf16",
                                                                  "rho": 0.7}],
         "composability": {"note": "no combined representations"},
+        "cross_family": {"share": {"noise": "int"}, "rmse_log": 0.02, "rmse_log_separate": 0.019,
+                         "n_params": 8, "n_params_separate": 11,
+                         "formats": {"noise2|bf16": {"rho_shared_curve": 0.41,
+                                                     "rho_own_curve": 0.4, "rho_free": 0.39}}},
     }
 
 
@@ -96,6 +107,8 @@ def test_render_replaces_blocks_and_keeps_the_text(tmp_path, capsys):
     assert "| alpha | 0.3 | [0.25, 0.35] | - | 0.31 |  |" in text
     assert "| unified | 3 | 0.0123 | 0.05 | ok |" in text
     assert "no combined representations" in text
+    assert "Cross-family (noise=int: one capacity curve): RMSE of log-loss 0.02 with 8" in text
+    assert "| noise2\\|bf16 | 0.41 | 0.4 | 0.39 |" in text
     assert refdoc.main([*args, "--check"]) == 0
 
 

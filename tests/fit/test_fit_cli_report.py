@@ -85,6 +85,16 @@ def test_report_end_to_end(table, tmp_path):
     assert paper["int4|int4"] == pytest.approx(0.81963 ** 2, abs=1e-4)
     assert paper["bf16|bf16"] == 1.0 and "rho (paper law)" in text
     assert "Ordering: the formats from the highest paper-law rho down" in text
+    # Cross-family: noise refitted on int's curve. The table's noise curve differs from
+    # int's (synthetic truth (1.0, 0.45, 1.2) vs (1.0, 0.41, 1.39)), and the shared fit
+    # is nested in the separate one, so it cannot fit better.
+    cross = fit["cross_family"]
+    assert cross["share"] == {"noise": "int"} and "## Cross-family" in text
+    assert cross["n_params"] == cross["n_params_separate"] - 3
+    assert cross["rmse_log"] >= cross["rmse_log_separate"] - 1e-6
+    noise_fmts = {f for f in table["format"].unique() if "noise" in f}
+    assert set(cross["formats"]) == noise_fmts
+    assert all(0 < r["rho_shared_curve"] <= 1.05 for r in cross["formats"].values())
     assert not list(study.glob(".*.tmp")) and not list((study / "plots").glob(".*"))
 
 
@@ -96,6 +106,7 @@ def test_report_cli_on_dense_only_table(tmp_path):
     assert main(["report", str(study), "--bootstrap", "0"]) == 0
     fit = json.loads((study / "fit.json").read_text())
     assert "no combined representations" in fit["composability"]["note"]
+    assert fit["cross_family"] is None
     assert (study / "plots" / "loss_vs_n.png").exists()
     assert pd.read_parquet(study / "results.parquet").shape[0] == 12
 
