@@ -87,10 +87,11 @@ def true_loss(law, fmt, n, d):
 
 
 def score(design, observed, truth_targets, truth_rho) -> dict:
-    """Held-out errors of the point fit on ``observed``."""
+    """Held-out errors of the point fit on ``observed`` (targets with no truth: NaN,
+    left out)."""
     post = design.posterior(observed, k=0)
     pred = post.central[design.pool.target_rows]
-    err = {"target_rmse": float(np.sqrt(np.mean((pred - truth_targets) ** 2)))}
+    err = {"target_rmse": float(np.sqrt(np.nanmean((pred - truth_targets) ** 2)))}
     if truth_rho:
         diffs = [abs(post.rho[f] - r) for f, r in truth_rho.items() if f != design.pool.labels[
             design.pool.ref]]
@@ -282,24 +283,35 @@ def simulated_cases(n_seeds: int, laws, holdout: bool = False) -> list[dict]:
     return cases
 
 
-def replay_case(path: str, n_seeds: int) -> dict:
-    """A results table as ground truth: truth at the targets = the table's own losses."""
+def replay_case(path: str, n_seeds: int, holdout: bool = False) -> dict:
+    """A results table as ground truth: truth at the targets = the table's own losses.
+
+    ``holdout``: the runs at the targets (the table's largest N, then largest D) are
+    taken out of the pool and only score the predictions.
+    """
     import pandas as pd
 
     df = pd.read_csv(path) if path.endswith(".csv") else pd.read_parquet(path)
     df = df[df.get("status", "ok").eq("ok")] if "status" in df else df
-    pool = df.to_dict("records")
-    answers = [float(x) for x in df["loss"]]
-    design = ActiveDesign(pool, 1.0)
-    truth = []
-    for lab, n, d in design.pool.targets:
-        hit = [answers[i] for i in range(len(pool)) if design.pool.fmt[i] ==
-               design.pool.labels.index(lab) and design.pool.n[i] == n and design.pool.d[i] == d]
-        truth.append(np.mean(hit) if hit else np.nan)
-    truth = np.array(truth)
-    keep = np.isfinite(truth)
-    runs = [run_case(pool, answers, np.where(keep, truth, 0.0), None, s) for s in range(n_seeds)]
-    return summarize(f"replay:{Path(path).name}", runs)
+    rows = df.to_dict("records")
+    full = ActiveDesign(rows, 1.0).pool  # the targets, as the search would pick them
+    at_target = {(lab, n, d) for lab, n, d in full.targets}
+    is_target = [(full.labels[full.fmt[i]], full.n[i], full.d[i]) in at_target
+                 for i in range(len(rows))]
+    pool = [r for r, t in zip(rows, is_target) if not (holdout and t)]
+    answers = [float(r["loss"]) for r in pool]
+    losses: dict = {}
+    for i, t in enumerate(is_target):
+        if t:
+            losses.setdefault((full.labels[full.fmt[i]], full.n[i], full.d[i]), []).append(
+                float(rows[i]["loss"]))
+    target = list(dict.fromkeys((n, d) for _, n, d in full.targets)) if holdout else None
+    # truth in the order of the targets of the pool the strategies see (its labels come
+    # in order of first appearance, which leaving rows out can change)
+    seen = ActiveDesign(pool, 1.0, target=target).pool.targets
+    truth = np.array([np.mean(losses[t]) if t in losses else np.nan for t in seen])
+    runs = [run_case(pool, answers, truth, None, s, target=target) for s in range(n_seeds)]
+    return summarize(f"replay:{Path(path).name}" + ("/holdout" if holdout else ""), runs)
 
 
 def main() -> None:
@@ -321,7 +333,7 @@ def main() -> None:
     cases = simulated_cases(seeds, laws, holdout=args.holdout)
     replays = args.replay or [str(p) for p in Path("data/reference").glob("*/results.csv")]
     for path in replays:
-        cases.append(replay_case(path, seeds))
+        cases.append(replay_case(path, seeds, holdout=args.holdout))
     for c in cases:
         print(f"{c['case']:36s} match={c['fraction_to_match']:<6} full={c['full_grid']:.4f} "
               f"active={c['curves']['active']} random={c['curves']['random']}")

@@ -39,3 +39,26 @@ def test_oracle_fraction_with_targets_held_out_of_the_pool(bench):
     assert len(pool) == len(bench.make_pool(law)) - len(law["rho"])
     frac = bench.oracle_fraction_to_match(law, 0.01, pool, target=[(n_max, d_max)])
     assert 0.5 < frac <= 1.0
+
+
+def test_replay_holdout_scores_each_format_against_its_own_held_out_run(bench, tmp_path):
+    """Noise-free table whose first row is a target run: with the target runs held out
+    the full grid still extrapolates to them almost exactly, which it cannot if the
+    truth were matched to the wrong formats (labels are ordered by first appearance,
+    and leaving the first row out reorders them)."""
+    import pandas as pd
+
+    law = bench.LAWS["steep_low_rho"]
+    pool = bench.make_pool(law)
+    n_max, d_max = max(bench.SIZES), max(bench.SIZES) * max(bench.TPP)
+    first = next(i for i, r in enumerate(pool) if r["format"] == "w2"
+                 and (r["n_params"], r["tokens"]) == (n_max, d_max))
+    rows = [pool[first]] + pool[:first] + pool[first + 1:]
+    df = pd.DataFrame(rows).assign(
+        loss=[bench.true_loss(law, r["format"], r["n_params"], r["tokens"]) for r in rows],
+        status="ok")
+    path = tmp_path / "table.csv"
+    df.to_csv(path, index=False)
+    case = bench.replay_case(str(path), 1, holdout=True)
+    assert case["case"].endswith("/holdout")
+    assert case["full_grid"] < 2e-3, case["full_grid"]
