@@ -3,9 +3,13 @@
 # the GPU reference study (studies/gpu-mini.yaml) for whatever time is left, resuming from
 # its registry. Everything worth keeping lands in $OUT (default ./gpu-out).
 #
-#   bash bench/gpu_session.sh                # all steps
+#   bash bench/gpu_session.sh                # all steps, within TOTAL_S (default 540 s)
 #   STEPS="tests bench" bash bench/gpu_session.sh
-#   STUDY_S=420 bash bench/gpu_session.sh    # stop the study after 420 s (SIGINT: resumable)
+#   STEPS=study TOTAL_S=570 bash bench/gpu_session.sh   # a later call: the study only
+#
+# The whole script keeps within TOTAL_S seconds (one command on a lent machine may run
+# 600 s): the study gets what the other steps left, less 60 s for the SIGINT to save
+# its state (STUDY_S overrides that), and is skipped if under 60 s remain.
 #
 # Needs a CUDA GPU with torch and triton; the study step also needs ray and optuna (the
 # tests and the benchmark do not). The study keeps its state in runs/gpu-mini/ and its
@@ -16,7 +20,7 @@
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 STEPS=${STEPS:-"tests bench study"}
-STUDY_S=${STUDY_S:-480}
+TOTAL_S=${TOTAL_S:-540}
 mkdir -p "$OUT"
 log() { echo "[gpu_session $(date +%T)] $*" | tee -a "$OUT/session.log"; }
 
@@ -45,11 +49,14 @@ for step in $STEPS; do
       log "preparing data/py-sitepackages"
       raysweep data prepare sitepackages --out data/py-sitepackages --max-bytes 150000000 \
         >>"$OUT/session.log" 2>&1; }
-    log "raysweep run studies/gpu-mini.yaml for at most ${STUDY_S}s"
+    study_s=${STUDY_S:-$((TOTAL_S - SECONDS - 60))}
+    if [ "$study_s" -lt 60 ]; then
+      log "study skipped: ${study_s}s left of TOTAL_S=${TOTAL_S}"; continue; fi
+    log "raysweep run studies/gpu-mini.yaml for at most ${study_s}s"
     nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 10 \
       >"$OUT/gpu_util.csv" 2>/dev/null &
     smi=$!
-    timeout -s INT -k 60 "$STUDY_S" raysweep run studies/gpu-mini.yaml --out runs --no-report \
+    timeout -s INT -k 50 "$study_s" raysweep run studies/gpu-mini.yaml --out runs --no-report \
       >"$OUT/study.txt" 2>&1
     log "study rc=$? (124/130: stopped by the time limit; rerun to resume)"
     kill "$smi" 2>/dev/null

@@ -57,8 +57,10 @@ def _table(head: list[str], rows: list[list]) -> list[str]:
 def render(fit: dict, name: str) -> str:
     """Markdown tables for one reference study from its fit.json."""
     dec = fit.get("decoupled", {})
+    ci_note = ("Intervals: 95% bootstrap over runs." if fit.get("ci") else
+               "No intervals (fit.json made with --bootstrap 0).")
     lines = [f"Generated from `data/reference/{name}/fit.json` by `python -m raysweep.refdoc`"
-             f" ({fit.get('n_points', '?')} runs). Intervals: 95% bootstrap over runs.", ""]
+             f" ({fit.get('n_points', '?')} runs). {ci_note}", ""]
     lines += ["Fit quality (RMSE on the fitted runs):", ""]
     lines += _table(["law", "runs", "RMSE log-loss", "RMSE loss", "status"],
                     [[law, r.get("n_points", "-"), _f(r.get("rmse_log")), _f(r.get("rmse")),
