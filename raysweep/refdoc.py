@@ -18,26 +18,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 from pathlib import Path
 
 from raysweep.errors import RaysweepError
-from raysweep.report import gmse_ordering
+from raysweep.report import _ci, _fmt, gmse_ordering, markdown_table
 
 BLOCK = re.compile(
     r"(<!-- refdoc:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /refdoc:(?P=name) -->)", re.S)
 
 
-def _f(v, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "n/a"
-    return f"{v:.{digits}g}"
-
-
-def _ci(ci, digits: int = 3) -> str:
-    return f"[{_f(ci[0], digits)}, {_f(ci[1], digits)}]" if ci else "-"
+def _fmt3(v) -> str:
+    return _fmt(v, 3)
 
 
 def _flag(flags: dict, *names: str) -> str:
@@ -48,12 +41,6 @@ def _flag(flags: dict, *names: str) -> str:
     return ""
 
 
-def _table(head: list[str], rows: list[list]) -> list[str]:
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
-    return out
-
-
 def render(fit: dict, name: str) -> str:
     """Markdown tables for one reference study from its fit.json."""
     dec = fit.get("decoupled", {})
@@ -62,19 +49,19 @@ def render(fit: dict, name: str) -> str:
     lines = [f"Generated from `data/reference/{name}/fit.json` by `python -m raysweep.refdoc`"
              f" ({fit.get('n_points', '?')} runs). {ci_note}", ""]
     lines += ["Fit quality (RMSE on the fitted runs):", ""]
-    lines += _table(["law", "runs", "RMSE log-loss", "RMSE loss", "status"],
-                    [[law, r.get("n_points", "-"), _f(r.get("rmse_log")), _f(r.get("rmse")),
+    lines += markdown_table(["law", "runs", "RMSE log-loss", "RMSE loss", "status"],
+                    [[law, r.get("n_points", "-"), _fmt3(r.get("rmse_log")), _fmt3(r.get("rmse")),
                       r.get("status", "error")] for law, r in fit.get("laws", {}).items()])
     if "params" in fit:
-        rows = [[k, _f(v, 4), _ci(fit["ci"].get(k)), _ci(dec.get("ci", {}).get(k)),
-                 _f(dec.get("params", {}).get(k), 4), _flag(fit["flags"], k)]
+        rows = [[k, _fmt(v, 4), _ci(fit["ci"].get(k)), _ci(dec.get("ci", {}).get(k)),
+                 _fmt(dec.get("params", {}).get(k), 4), _flag(fit["flags"], k)]
                 for k, v in fit["params"].items()]
-        rows += [[f"{fam}.{k}", _f(v, 4), _ci(fit["ci"].get(f"{fam}.{k}")), "-", "-",
+        rows += [[f"{fam}.{k}", _fmt(v, 4), _ci(fit["ci"].get(f"{fam}.{k}")), "-", "-",
                   _flag(fit["flags"], f"{fam}.{k}", fam)]
                  for fam, ps in fit.get("capacity", {}).items() for k, v in ps.items()]
         lines += ["", "Parameters, unified (tanh) law and decoupled law:", ""]
-        lines += _table(["parameter", "unified", "unified 95%", "decoupled 95%", "decoupled",
-                         "flag"], rows)
+        lines += markdown_table(["parameter", "unified", "unified 95%", "decoupled 95%",
+                                 "decoupled", "flag"], rows)
     single = {}
     for r in fit.get("single_run_rho", []):
         single.setdefault(r["label"], []).append(r["rho"])
@@ -82,36 +69,36 @@ def render(fit: dict, name: str) -> str:
     for lab, f in fit.get("formats", {}).items():
         if not f["parts"]:
             continue
-        parts = ", ".join(f"{p['role'][0].upper()}:{p['spec']} {_f(p['gmse'])}"
+        parts = ", ".join(f"{p['role'][0].upper()}:{p['spec']} {_fmt3(p['gmse'])}"
                           for p in f["parts"])
         one = single.get(lab)
-        rows.append([lab, parts, f["runs"], _f(f["rho_free"]), _ci(f["rho_free_ci"]),
-                     _f(f["rho_unified"]), _f(f.get("rho_paper")),
-                     _f(sum(one) / len(one)) if one else "-"])
+        rows.append([lab, parts, f["runs"], _fmt3(f["rho_free"]), _ci(f["rho_free_ci"]),
+                     _fmt3(f["rho_unified"]), _fmt3(f.get("rho_paper")),
+                     _fmt3(sum(one) / len(one)) if one else "-"])
     lines += ["", "Capacity per format (GMSE per part; free rho = decoupled law; paper law = "
                   "published (L, F, C) = (1.0, 0.41, 1.39); single-run = mean of the "
                   "per-run rho):", ""]
-    lines += _table(["format", "parts: GMSE", "runs", "rho free", "free 95%", "rho tanh fit",
-                     "rho paper law", "single-run"], rows)
+    lines += markdown_table(["format", "parts: GMSE", "runs", "rho free", "free 95%",
+                             "rho tanh fit", "rho paper law", "single-run"], rows)
     lines += ["", gmse_ordering(fit.get("formats", {}))]
     cross = fit.get("cross_family")
     if cross and "formats" in cross:
         pairs = ", ".join(f"{a}={b}" for a, b in cross["share"].items())
         lines += ["", f"Cross-family ({pairs}: one capacity curve): RMSE of log-loss "
-                      f"{_f(cross['rmse_log'])} with {cross['n_params']} parameters against "
-                      f"{_f(cross['rmse_log_separate'])} with {cross['n_params_separate']} "
+                      f"{_fmt3(cross['rmse_log'])} with {cross['n_params']} parameters against "
+                      f"{_fmt3(cross['rmse_log_separate'])} with {cross['n_params_separate']} "
                       "for separate curves:", ""]
-        lines += _table(["format", "rho shared curve", "rho own curve", "rho free"],
-                        [[lab, _f(r["rho_shared_curve"]), _f(r["rho_own_curve"]),
-                          _f(r["rho_free"])] for lab, r in cross["formats"].items()])
+        lines += markdown_table(["format", "rho shared curve", "rho own curve", "rho free"],
+                        [[lab, _fmt3(r["rho_shared_curve"]), _fmt3(r["rho_own_curve"]),
+                          _fmt3(r["rho_free"])] for lab, r in cross["formats"].items()])
     comp = fit.get("composability", {})
     if comp.get("entries"):
         lines += ["", f"Composability (free rho of each combination vs the product of its "
-                      f"marginals; max |error| {_f(comp['max_abs_error'])}, mean "
-                      f"{_f(comp['mean_abs_error'])}):", ""]
-        lines += _table(["format", "measured", "measured 95%", "product", "error"],
-                        [[e["format"], _f(e["measured"]), _ci(e.get("measured_ci")),
-                          _f(e["product"]), _f(e["error"], 2)] for e in comp["entries"]])
+                      f"marginals; max |error| {_fmt3(comp['max_abs_error'])}, mean "
+                      f"{_fmt3(comp['mean_abs_error'])}):", ""]
+        lines += markdown_table(["format", "measured", "measured 95%", "product", "error"],
+                        [[e["format"], _fmt3(e["measured"]), _ci(e.get("measured_ci")),
+                          _fmt3(e["product"]), _fmt(e["error"], 2)] for e in comp["entries"]])
     elif comp.get("note"):
         lines += ["", f"Composability: {comp['note']}."]
     return "\n".join(lines) + "\n"

@@ -349,6 +349,13 @@ def _composability_blocks(comp) -> list:
     return out
 
 
+def markdown_table(head: list[str], rows: list[list]) -> list[str]:
+    """A markdown table as lines (``|`` inside cells escaped)."""
+    return (["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            + ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |"
+               for row in rows])
+
+
 def _markdown(blocks, study_dir: Path) -> str:
     lines = []
     for blk in blocks:
@@ -359,11 +366,7 @@ def _markdown(blocks, study_dir: Path) -> str:
         elif blk[0] == "ul":
             lines += [f"- {x}" for x in blk[1]] + [""]
         elif blk[0] == "table":
-            lines.append("| " + " | ".join(blk[1]) + " |")
-            lines.append("|" + "---|" * len(blk[1]))
-            lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |"
-                      for row in blk[2]]
-            lines.append("")
+            lines += markdown_table(blk[1], blk[2]) + [""]
         elif blk[0] == "img":
             lines += [f"![{blk[1]}]({blk[2].relative_to(study_dir).as_posix()})", ""]
     return "\n".join(lines)
