@@ -36,7 +36,11 @@ design that knows the true law needs to match, linearized (see its function).
 With ``--holdout`` the target runs are left out of every pool (the full grid is
 the rest), so every strategy, the full grid included, extrapolates to them.
 
+``--covariance laplace|mixed`` runs the active strategy with a tried alternative
+acquisition covariance (see :class:`LaplaceDesign`, :class:`MixedDesign`).
+
 Usage: python bench/active.py [--seeds 5] [--replay TABLE.csv] [--quick] [--holdout]
+       [--covariance ensemble|laplace|mixed]
 The last line of output is one JSON object.
 """
 
@@ -112,13 +116,47 @@ def prefix_within(order, cost, budget):
 OPTS = {"ensemble": 48, "cost_exponent": 1.0}
 
 
+class LaplaceDesign(ActiveDesign):
+    """Tried alternative (``--covariance laplace``): the acquisition's covariance from
+    one linearization, ``G C G^T`` with ``C = (P + J_obs^T J_obs / sigma^2)^-1`` at the
+    MAP fit (P: the surrogate's prior precision, G: the loss gradients)."""
+
+    def _laplace(self, observed, theta, post):
+        sur = self.surrogate
+        idx = np.array(sorted(observed), int)
+        prec = np.diag(sur.prior(np.log([observed[i] for i in idx]))[1] ** -2.0)
+        rows = np.arange(len(self.pool.n))
+        jac = sur._jac(theta, rows)
+        jo = jac[idx] / post.sigma
+        g = jac * np.exp(sur.predict_log(theta, rows))[:, None]
+        return g @ np.linalg.solve(prec + jo.T @ jo, g.T)
+
+    def covariance(self, observed):
+        post = self.posterior(observed, k=0)
+        return post, self._laplace(observed, post.theta, post)
+
+
+class MixedDesign(LaplaceDesign):
+    """Tried alternative (``--covariance mixed``): Rao-Blackwellized ensemble, half the
+    between-member covariance plus half the mean of each member's Laplace covariance."""
+
+    def covariance(self, observed):
+        post = self.posterior(observed)
+        within = np.mean([self._laplace(observed, t, post) for t in post.thetas], axis=0)
+        return post, 0.5 * within + 0.5 * np.cov(post.members, rowvar=False)
+
+
+DESIGNS = {"ensemble": ActiveDesign, "laplace": LaplaceDesign, "mixed": MixedDesign}
+STRATEGY = {"design": ActiveDesign}  # the active strategy's class (--covariance)
+
+
 def run_case(pool, answers, truth_targets, truth_rho, seed, mse=None, target=None) -> dict:
     """All strategies on one pool; ``answers[i]`` is run i's observed loss.
 
     ``target``: explicit target (N, D) points (held-out mode: not in the pool).
     """
     total = float(sum(6 * r["n_params"] * r["tokens"] for r in pool))
-    design = ActiveDesign(pool, max(BUDGETS) * total, seed=seed, target=target, **OPTS)
+    design = STRATEGY["design"](pool, max(BUDGETS) * total, seed=seed, target=target, **OPTS)
     cost = design.pool.cost
     curve = []  # (fraction spent, errors) after each active round
 
@@ -320,6 +358,9 @@ def main() -> None:
     ap.add_argument("--replay", action="append", default=[],
                     help="results table(s) to replay (default: data/reference/*/results.csv)")
     ap.add_argument("--quick", action="store_true", help="one law, two seeds (smoke run)")
+    ap.add_argument("--covariance", choices=sorted(DESIGNS), default="ensemble",
+                    help="the acquisition's covariance: the search's ensemble (default) or "
+                         "a tried linearized alternative")
     ap.add_argument("--holdout", action="store_true",
                     help="leave the target runs (largest N and D) out of every pool, the "
                          "full grid's included: every strategy extrapolates to them")
@@ -327,6 +368,7 @@ def main() -> None:
     ap.add_argument("--cost-exponent", type=float, default=OPTS["cost_exponent"])
     args = ap.parse_args()
     OPTS.update(ensemble=args.ensemble, cost_exponent=args.cost_exponent)
+    STRATEGY["design"] = DESIGNS[args.covariance]
     t0 = time.perf_counter()
     laws = ["chinchilla_unified"] if args.quick else list(LAWS)
     seeds = 2 if args.quick else args.seeds
@@ -354,7 +396,8 @@ def main() -> None:
                f"{sum(c['budgets_compared'] for c in cases if k in c)}"
             for m, k in (("loss", "budgets_active_worse"), ("rho", "rho_budgets_active_worse"),
                          ("design", "design_budgets_active_worse"))},
-        "holdout": args.holdout, "budgets": list(BUDGETS), "seeds": seeds, "options": OPTS,
+        "holdout": args.holdout, "covariance": args.covariance, "budgets": list(BUDGETS),
+        "seeds": seeds, "options": OPTS,
         "noises": list(NOISES),
         "replay_tables": replays, "wall_s": round(time.perf_counter() - t0, 1),
         "cases": cases,

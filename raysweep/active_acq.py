@@ -224,9 +224,15 @@ class ActiveDesign:
             return Proposal(ok[:n], "initial" if ok else "budget")
         return self._acquire(observed, pending, free, left, n)
 
-    def _acquire(self, observed, pending, free, left, n) -> Proposal:
+    def covariance(self, observed: dict[int, float]) -> tuple[Posterior, np.ndarray]:
+        """The posterior and the covariance of the predicted losses at every pool and
+        target row that the acquisition scores with: the ensemble's sample covariance
+        (bench/active.py ``--covariance`` swaps in linearized alternatives)."""
         post = self.posterior(observed)
-        cov = np.cov(post.members, rowvar=False)
+        return post, np.cov(post.members, rowvar=False)
+
+    def _acquire(self, observed, pending, free, left, n) -> Proposal:
+        post, cov = self.covariance(observed)
         tg = self.pool.target_rows
         sd_now = float(np.sqrt(np.max(np.diag(cov)[tg])))
         if sd_now <= self.target_std:

@@ -66,6 +66,8 @@ class Posterior:
     sigma: float
     rho: dict[str, float]
     params: dict[str, float]
+    theta: np.ndarray | None = None  # the central fit's parameters
+    thetas: np.ndarray | None = None  # (K, n_theta): each member's parameters
 
 
 class Surrogate(Protocol):
@@ -187,14 +189,16 @@ class DecoupledEnsemble:
             theta, _ = self._fit(obs, y_log, sigma, mu, sd, [theta])
         self._warm = theta
         members = np.empty((k, len(query)))
+        thetas = np.empty((k, self.n_theta))
         for j in range(k):
             yj = y_log + sigma * rng.standard_normal(len(y_log))
             muj = mu + sd * rng.standard_normal(self.n_theta)
             fresh = muj + 0.5 * sd * rng.standard_normal(self.n_theta)
             tj, _ = self._fit(obs, yj, sigma, muj, sd, [theta, fresh])
             members[j] = np.exp(self.predict_log(tj, query))
+            thetas[j] = tj
         return Posterior(np.exp(self.predict_log(theta, query)), members, sigma,
-                         self.rho(theta), self.params(theta))
+                         self.rho(theta), self.params(theta), theta, thetas)
 
     def _sigma(self, theta, obs, y_log) -> float:
         """Noise in log-loss: the residual scale shrunk toward the configured ``noise``.

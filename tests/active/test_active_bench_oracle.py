@@ -3,6 +3,7 @@
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "active.py"
@@ -62,3 +63,24 @@ def test_replay_holdout_scores_each_format_against_its_own_held_out_run(bench, t
     case = bench.replay_case(str(path), 1, holdout=True)
     assert case["case"].endswith("/holdout")
     assert case["full_grid"] < 2e-3, case["full_grid"]
+
+
+def test_posterior_parameters_reproduce_its_predictions_and_covariances(bench):
+    """The member and central parameters the posterior now carries give back its
+    predictions, and the tried covariances of the benchmark are symmetric PSD."""
+    law = bench.LAWS["chinchilla_unified"]
+    pool = bench.make_pool(law)
+    design = bench.ActiveDesign(pool, 1.0, ensemble=6)
+    obs = {i: bench.true_loss(law, pool[i]["format"], pool[i]["n_params"], pool[i]["tokens"])
+           for i in design.init}
+    post, cov = design.covariance(obs)
+    rows = np.arange(len(design.pool.n))
+    sur = design.surrogate
+    assert np.allclose(np.exp(sur.predict_log(post.theta, rows)), post.central)
+    for theta, member in zip(post.thetas, post.members, strict=True):
+        assert np.allclose(np.exp(sur.predict_log(theta, rows)), member)
+    assert np.allclose(cov, np.cov(post.members, rowvar=False))
+    for cls in (bench.LaplaceDesign, bench.MixedDesign):
+        _, c = cls(pool, 1.0, ensemble=6).covariance(obs)
+        assert c.shape == cov.shape and np.allclose(c, c.T)
+        assert np.linalg.eigvalsh(c).min() > -1e-9 * np.abs(c).max()
