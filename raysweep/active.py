@@ -24,14 +24,16 @@ Options (``study.search``; all optional except that at most one budget is given)
 ``budget_fraction`` fraction of the full grid's FLOPs (default 0.1)
 ``batch``          runs in flight at once (default 4)
 ``target``         ``largest`` (default: every representation at the grid's
-                   largest (N, D)) or ``{n_params: N, tokens: D}`` or a list
+                   largest (N, D)) or ``{n_params: N, tokens: D}`` or a list;
+                   or ``rho``: the capacity of every non-dense representation
 ``cost_exponent``  candidates are scored per (6 N D)^cost_exponent (default 1)
 ``seed``           seed of the ensemble's randomness (default 0)
 ``storage``        SQLAlchemy URL of the Optuna study (default: SQLite file
                    ``active.db`` in the study's output directory)
 ``ensemble``       ensemble size K (default 48, at least 4)
 ``noise``          prior noise of log-loss (default 0.01)
-``target_std``     stop when every target's sd (loss units) is below this
+``target_std``     stop when every target's sd (loss units; rho units for
+                   ``target: rho``) is below this
                    (default 0: only the budget stops the search)
 ``max_failures``   failures after which a candidate is never proposed again
                    (default 1)
@@ -58,7 +60,8 @@ class ActiveOptions:
 
     budget_flops: float
     batch: int = 4
-    target: tuple[tuple[float, float], ...] | None = None  # None = grid's largest (N, D)
+    # None = grid's largest (N, D); "rho" = every non-dense capacity
+    target: tuple[tuple[float, float], ...] | str | None = None
     cost_exponent: float = 1.0
     seed: int = 0
     storage: str | None = None
@@ -91,20 +94,31 @@ def _num(search: dict, key: str, default, lo: float, hi: float = math.inf, *,
     return int(v) if integer else float(v)
 
 
-def _target(v) -> tuple[tuple[float, float], ...] | None:
+TARGET_ALLOWED = ("'largest', 'rho', {n_params: N, tokens: D} with N, D > 0, "
+                  "or a non-empty list of such mappings")
+
+
+def _target(v, pool: list[dict]) -> tuple[tuple[float, float], ...] | str | None:
     if v is None or v == "largest":
         return None
+    if v == "rho":
+        from raysweep.active_acq import row_is_dense
+
+        if not any(row_is_dense(r) for r in pool):
+            raise _bad("target", v, "'rho' only with a dense representation in the grid "
+                                    "(bf16 weights and activations: rho is measured against "
+                                    "it); otherwise 'largest' or {n_params, tokens} points")
+        return "rho"
     items = v if isinstance(v, list) else [v]
     out = []
     for t in items:
         if not (isinstance(t, dict) and set(t) == {"n_params", "tokens"}
                 and all(isinstance(t[k], (int, float)) and not isinstance(t[k], bool)
                         and t[k] > 0 for k in t)):
-            raise _bad("target", v, "'largest', {n_params: N, tokens: D} with N, D > 0, "
-                                    "or a list of such mappings")
+            raise _bad("target", v, TARGET_ALLOWED)
         out.append((float(t["n_params"]), float(t["tokens"])))
     if not out:
-        raise _bad("target", v, "'largest' or a non-empty list of {n_params, tokens}")
+        raise _bad("target", v, TARGET_ALLOWED)
     return tuple(out)
 
 
@@ -139,7 +153,7 @@ def parse_options(search: dict, pool: list[dict]) -> ActiveOptions:
     return ActiveOptions(
         budget_flops=budget,
         batch=_num(search, "batch", 4, 1, integer=True),
-        target=_target(search.get("target")),
+        target=_target(search.get("target"), pool),
         cost_exponent=_num(search, "cost_exponent", 1.0, 0, 4),
         seed=_num(search, "seed", 0, 0, integer=True),
         storage=storage,

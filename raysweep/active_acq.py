@@ -157,7 +157,16 @@ class ActiveDesign:
                  cost_exponent: float = 1.0, ensemble: int = 48, noise: float = 0.01,
                  target_std: float = 0.0, max_failures: int = 1, seed: int = 0,
                  surrogate=None):
-        self.pool = Pool.build(rows, target)
+        self.target_rho = isinstance(target, str) and target == "rho"
+        self.pool = Pool.build(rows, [] if self.target_rho else target)
+        if self.target_rho and self.pool.ref < 0:
+            raise ValueError("target 'rho' needs a dense reference representation in the pool "
+                             "(rho is measured against it)")
+        # The target quantities: the loss at every target row, or (target 'rho') the
+        # capacity of every non-reference label.
+        self.rho_labels = tuple(lab for i, lab in enumerate(self.pool.labels)
+                                if self.target_rho and i != self.pool.ref)
+        self.n_targets = len(self.rho_labels) if self.target_rho else len(self.pool.targets)
         self.budget = float(budget_flops)
         self.cost_exponent = float(cost_exponent)
         self.k = int(ensemble)
@@ -190,8 +199,11 @@ class ActiveDesign:
         return post
 
     def predict_targets(self, observed: dict[int, float]) -> dict[str, float]:
-        """Central predicted loss per target, keyed ``"<label>@N=..,D=.."``."""
+        """Central predicted loss per target, keyed ``"<label>@N=..,D=.."`` (target
+        ``rho``: the central capacity per non-reference label, keyed ``"rho[<label>]"``)."""
         post = self.posterior(observed, k=0)
+        if self.target_rho:
+            return {f"rho[{lab}]": post.rho[lab] for lab in self.rho_labels}
         return {f"{lab}@N={n:.4g},D={d:.4g}": float(post.central[self.pool.n_pool + j])
                 for j, (lab, n, d) in enumerate(self.pool.targets)}
 
@@ -225,15 +237,20 @@ class ActiveDesign:
         return self._acquire(observed, pending, free, left, n)
 
     def covariance(self, observed: dict[int, float]) -> tuple[Posterior, np.ndarray]:
-        """The posterior and the covariance of the predicted losses at every pool and
-        target row that the acquisition scores with: the ensemble's sample covariance
-        (bench/active.py ``--covariance`` swaps in linearized alternatives)."""
+        """The posterior and the covariance the acquisition scores with: the ensemble's
+        sample covariance of the predicted loss at every pool row, then of the
+        ``n_targets`` target quantities (bench/active.py ``--covariance`` swaps in
+        linearized alternatives)."""
         post = self.posterior(observed)
-        return post, np.cov(post.members, rowvar=False)
+        samples = post.members
+        if self.target_rho:
+            samples = np.column_stack([samples[:, : self.pool.n_pool]]
+                                      + [post.rho_members[lab] for lab in self.rho_labels])
+        return post, np.cov(samples, rowvar=False)
 
     def _acquire(self, observed, pending, free, left, n) -> Proposal:
         post, cov = self.covariance(observed)
-        tg = self.pool.target_rows
+        tg = np.arange(self.pool.n_pool, self.pool.n_pool + self.n_targets)
         sd_now = float(np.sqrt(np.max(np.diag(cov)[tg])))
         if sd_now <= self.target_std:
             return Proposal([], "target_std", sd_now)

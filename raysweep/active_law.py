@@ -68,6 +68,7 @@ class Posterior:
     params: dict[str, float]
     theta: np.ndarray | None = None  # the central fit's parameters
     thetas: np.ndarray | None = None  # (K, n_theta): each member's parameters
+    rho_members: dict[str, np.ndarray] | None = None  # label -> (K,) rho per member
 
 
 class Surrogate(Protocol):
@@ -197,8 +198,10 @@ class DecoupledEnsemble:
             tj, _ = self._fit(obs, yj, sigma, muj, sd, [theta, fresh])
             members[j] = np.exp(self.predict_log(tj, query))
             thetas[j] = tj
+        rho_members = {lab: np.exp(thetas[:, self.col[i]])
+                       for i, lab in enumerate(self.labels) if self.col[i] >= 0}
         return Posterior(np.exp(self.predict_log(theta, query)), members, sigma,
-                         self.rho(theta), self.params(theta), theta, thetas)
+                         self.rho(theta), self.params(theta), theta, thetas, rho_members)
 
     def _sigma(self, theta, obs, y_log) -> float:
         """Noise in log-loss: the residual scale shrunk toward the configured ``noise``.

@@ -133,3 +133,28 @@ def test_active_beats_random_at_equal_budget(noise):
                 spent += cost[i]
         errs.append(target_error(d, {i: f(i) for i in picked}))
     assert active <= np.median(errs)
+
+
+def test_target_rho_scores_the_capacities():
+    """``target='rho'``: the target quantities are the non-dense capacities, and a
+    format with no run yet has the widest rho spread."""
+    pool = make_pool()
+    d = ActiveDesign(pool, 1e30, ensemble=16, target="rho")
+    assert d.rho_labels == ("w4a4", "w3a3", "w2a2") and d.pool.targets == ()
+    f = oracle(pool, 0.005, 2)
+    observed = {i: f(i) for i in d.init if pool[i]["format"] != "w2a2"}
+    post, cov = d.covariance(observed)
+    assert cov.shape == (len(pool) + 3,) * 2
+    sd = np.sqrt(np.diag(cov)[len(pool):])
+    assert d.rho_labels[int(np.argmax(sd))] == "w2a2"
+    pred = d.predict_targets(observed)
+    assert set(pred) == {"rho[w4a4]", "rho[w3a3]", "rho[w2a2]"}
+    assert abs(pred["rho[w4a4]"] - RHO["w4a4"]) < 0.1
+
+
+def test_target_rho_without_dense_reference_is_refused():
+    pool = [r for r in make_pool() if r["format"] != "dense"]
+    for r in pool:
+        r["weights"] = "int4"
+    with pytest.raises(ValueError, match="target 'rho' needs a dense reference"):
+        ActiveDesign(pool, 1e30, target="rho")

@@ -46,6 +46,15 @@ def test_bad_options_name_the_key(search, key):
         parse_options({"strategy": "active", **search}, POOL)
 
 
+def test_target_rho_needs_a_dense_reference():
+    assert parse_options({"strategy": "active", "target": "rho"}, POOL).target == "rho"
+    assert parse_options({"target": "largest"}, POOL).target is None
+    quantized = [{**r, "format": "w4", "weights": "int4", "activations": "bf16"} for r in POOL]
+    with pytest.raises(StudyError,
+                       match=r"search\.target: got 'rho'; allowed: .*dense representation"):
+        parse_options({"strategy": "active", "target": "rho"}, quantized)
+
+
 def test_import_is_light():
     code = ("import sys, raysweep.active; "
             "print(any(m in sys.modules for m in ('optuna', 'ray', 'torch', 'scipy')))")

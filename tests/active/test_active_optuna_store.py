@@ -138,3 +138,20 @@ def test_make_searcher_uses_sqlite_in_out_dir(tmp_path):
     assert cfg in pool and cfg is not pool[pool.index(cfg)]
     s.on_trial_complete("t0", {"loss": float(np.float64(loss(cfg))), "status": "ok"})
     assert s.told == {"t0": "COMPLETE"}
+
+
+def test_target_rho_through_the_sampler(tmp_path):
+    """``search.target: rho`` reaches the design the sampler asks: the capacities are
+    its targets, and it goes on proposing distinct runs after the initial design."""
+    pool = make_pool()
+    study, sampler = open_study("s", pool, opts(target="rho"), f"sqlite:///{tmp_path / 'r.db'}")
+    assert sampler.design.target_rho and sampler.design.rho_labels == ("w4", "w2")
+    picks = []
+    for _ in range(len(sampler.design.init) + 2):
+        trial, i = ask(study, sampler)
+        picks.append(i)
+        study.tell(trial, loss(pool[i]))
+    assert len(set(picks)) == len(picks) and set(sampler.design.init) <= set(picks)
+    observed = sampler.history(study)[0]
+    rho = sampler.design.predict_targets(observed)
+    assert set(rho) == {"rho[w4]", "rho[w2]"} and rho["rho[w2]"] < rho["rho[w4]"]
