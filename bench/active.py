@@ -18,29 +18,37 @@ noise-free truth:
 Strategies, all fitted with the same surrogate (the decoupled law of
 raysweep.active_law, point fit) so only the choice of runs differs:
 
-- ``active``: raysweep.active_acq (initial design, then acquisition; batch 4);
+- ``active``: raysweep.active_acq (initial design, then acquisition; batch 4)
+  with the default target, the loss of every representation at the largest
+  (N, D);
+- ``active_rho``: the same search with ``target: rho`` (the acquisition scores
+  the capacities of the non-dense representations instead);
 - ``random``: the same initial design, then the rest of the pool in random order;
 - ``cheapest``: the same initial design, then the rest by increasing 6 N D;
 - ``full``: the whole grid.
 
-Budgets are fractions of the full grid's FLOPs; active is compared with random
-only at budgets where it has a fit (its initial design goes out in batches too).
-Per case (law, noise), the
-error curves are medians over seeds; ``fraction_to_match`` is the first budget
-at which active's median error is within 10% of the full grid's median error.
-``median_fraction_to_match_full_grid`` is the median of that over cases
-(a case that never matches within the largest budget counts as 1.0).
+Budgets are fractions of the full grid's FLOPs, up to 1 (the searches run
+until the whole pool is spent, so every case has a measured fraction); a
+search is compared with random only at budgets where it has a fit (its initial
+design goes out in batches too). Per case (law, noise), the error curves are
+medians over seeds; ``fraction_to_match`` is the first budget at which a
+search's median error is within 10% of the full grid's median error.
+``median_fraction_to_match_full_grid`` is the median of that over cases, for
+the default search and the loss at the largest scale; ``..._rho`` the same for
+the rho error; ``searches.active_rho`` holds the same figures for the
+``target: rho`` search.
 ``oracle_fraction_to_match`` is the yardstick for it: the FLOPs a greedy
 design that knows the true law needs to match, linearized (see its function).
 
 With ``--holdout`` the target runs are left out of every pool (the full grid is
 the rest), so every strategy, the full grid included, extrapolates to them.
 
-``--covariance laplace|mixed`` runs the active strategy with a tried alternative
-acquisition covariance (see :class:`LaplaceDesign`, :class:`MixedDesign`).
+``--covariance laplace|mixed`` runs the default search with a tried alternative
+acquisition covariance (see :class:`LaplaceDesign`, :class:`MixedDesign`; no
+``active_rho`` then).
 
-Usage: python bench/active.py [--seeds 5] [--replay TABLE.csv] [--quick] [--holdout]
-       [--covariance ensemble|laplace|mixed]
+Usage: python bench/active.py [--seeds 5] [--replay TABLE.csv | --no-replay] [--quick]
+       [--holdout] [--covariance ensemble|laplace|mixed]
 The last line of output is one JSON object.
 """
 
@@ -75,7 +83,7 @@ LAWS = {
 SIZES = (2e7, 4e7, 8e7, 1.6e8, 3.2e8)
 TPP = (25, 50, 100)
 NOISES = (0.003, 0.01)
-BUDGETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2)
+BUDGETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
 
 
 def make_pool(law: dict) -> list[dict]:
@@ -147,43 +155,55 @@ class MixedDesign(LaplaceDesign):
 
 
 DESIGNS = {"ensemble": ActiveDesign, "laplace": LaplaceDesign, "mixed": MixedDesign}
-STRATEGY = {"design": ActiveDesign}  # the active strategy's class (--covariance)
+# The active strategy's class (--covariance), and the searches run: name -> the search's
+# target (None: the loss of every representation at the largest (N, D), the default).
+STRATEGY = {"design": ActiveDesign, "searches": {"active": None, "active_rho": "rho"}}
 
 
 def run_case(pool, answers, truth_targets, truth_rho, seed, mse=None, target=None) -> dict:
     """All strategies on one pool; ``answers[i]`` is run i's observed loss.
 
     ``target``: explicit target (N, D) points (held-out mode: not in the pool).
+    Every strategy is scored by the same point fit at the loss targets.
     """
     total = float(sum(6 * r["n_params"] * r["tokens"] for r in pool))
-    design = STRATEGY["design"](pool, max(BUDGETS) * total, seed=seed, target=target, **OPTS)
-    cost = design.pool.cost
-    curve = []  # (fraction spent, errors) after each active round
+    out = {"active_s": {}}
+    scorer = None  # the default search's design (scores random, cheapest, full)
+    for name, search_target in STRATEGY["searches"].items():
+        design = STRATEGY["design"](pool, max(BUDGETS) * total, seed=seed,
+                                    target=search_target or target, **OPTS)
+        own = ActiveDesign(pool, 1.0, target=target) if design.target_rho else design
+        scorer = scorer or (None if design.target_rho else design)
+        curve = []  # (fraction spent, errors) after each round
 
-    def on_round(obs, spent):
-        err = score(design, obs, truth_targets, truth_rho)
-        if mse is not None:
-            err["design_mse"] = mse(obs)
-        curve.append((spent / total, err))
+        def on_round(obs, spent, own=own, curve=curve):
+            err = score(own, obs, truth_targets, truth_rho)
+            if mse is not None:
+                err["design_mse"] = mse(obs)
+            curve.append((spent / total, err))
 
-    t0 = time.perf_counter()
-    run_in_process(design, lambda i: answers[i], batch=4, on_round=on_round)
-    active_s = time.perf_counter() - t0
-    out = {"active": [], "random": [], "cheapest": [], "active_s": active_s,
-           "init_fraction": float(sum(cost[i] for i in design.init)) / total}
-    rest = [i for i in range(len(pool)) if i not in design.init]
-    orders = {"random": list(design.init) + list(np.random.default_rng(seed).permutation(rest)),
-              "cheapest": list(design.init) + sorted(rest, key=lambda i: cost[i])}
-    for b in BUDGETS:
-        done = [e for f, e in curve if f <= b + 1e-12]
-        out["active"].append(done[-1] if done else None)
-        for name, order in orders.items():
+        t0 = time.perf_counter()
+        run_in_process(design, lambda i: answers[i], batch=4, on_round=on_round)
+        out["active_s"][name] = time.perf_counter() - t0
+        out[name] = []
+        for b in BUDGETS:
+            done = [e for f, e in curve if f <= b + 1e-12]
+            out[name].append(done[-1] if done else None)
+    scorer = scorer or ActiveDesign(pool, 1.0, target=target)
+    cost = scorer.pool.cost
+    out["init_fraction"] = float(sum(cost[i] for i in scorer.init)) / total
+    rest = [i for i in range(len(pool)) if i not in scorer.init]
+    orders = {"random": list(scorer.init) + list(np.random.default_rng(seed).permutation(rest)),
+              "cheapest": list(scorer.init) + sorted(rest, key=lambda i: cost[i])}
+    for name, order in orders.items():
+        out[name] = []
+        for b in BUDGETS:
             obs = {i: answers[i] for i in prefix_within(order, cost, b * total)}
-            err = score(design, obs, truth_targets, truth_rho) if len(obs) > 1 else None
+            err = score(scorer, obs, truth_targets, truth_rho) if len(obs) > 1 else None
             if err is not None and mse is not None:
                 err["design_mse"] = mse(obs)
             out[name].append(err)
-    out["full"] = score(design, dict(enumerate(answers)), truth_targets, truth_rho)
+    out["full"] = score(scorer, dict(enumerate(answers)), truth_targets, truth_rho)
     if mse is not None:
         out["full"]["design_mse"] = mse(range(len(pool)))
     return out
@@ -194,42 +214,54 @@ def med(runs, strategy, k, metric):
     return float(np.median(vals))
 
 
-def summarize(name, runs, metric="target_rmse") -> dict:
-    """Median-over-seeds curves, the fraction to match the full grid, random check."""
-    full = float(np.median([r["full"][metric] for r in runs]))
-    curves = {s: [med(runs, s, k, metric) for k in range(len(BUDGETS))]
-              for s in ("active", "random", "cheapest")}
-    match = next((b for b, e in zip(BUDGETS, curves["active"]) if e <= 1.1 * full), 1.0)
-    # Where active has no fit yet (its first batches of the initial design still out:
-    # error inf) random fits part of that design: no comparison there.
-    init = max(r["init_fraction"] for r in runs)
-    worse = [b for b, a, r in zip(BUDGETS, curves["active"], curves["random"])
-             if r < a < math.inf]
-    out = {"case": name, "full_grid": full, "fraction_to_match": match,
-           "initial_design_fraction": init,
-           "budgets_compared": sum(math.isfinite(a) for a in curves["active"]),
-           "active_le_random_every_budget": not worse, "budgets_active_worse": worse,
-           "curves": {s: [round(v, 5) for v in c] for s, c in curves.items()},
-           "active_s_mean": float(np.mean([r["active_s"] for r in runs]))}
+def _versus(curves, full, search):
+    """First budget at which ``search`` is within 10% of the full grid (1.0 if none),
+    and the budgets where its median error is above random's (where it has a fit)."""
+    match = next((b for b, e in zip(BUDGETS, curves[search]) if e <= 1.1 * full), 1.0)
+    worse = [b for b, a, r in zip(BUDGETS, curves[search], curves["random"])
+             if r * (1 + 1e-6) < a < math.inf]  # equal within rounding (both the full grid)
+    return match, worse
+
+
+def summarize(name, runs) -> dict:
+    """Median-over-seeds curves, the fraction to match the full grid, random check.
+
+    Top-level keys are the default search's (``active``); the other searches run
+    (``active_rho``) get the same figures under their own name.
+    """
+    searches = [s for s in STRATEGY["searches"] if s in runs[0]]
+    strategies = searches + ["random", "cheapest"]
+    per = {s: {"budgets_compared": sum(math.isfinite(med(runs, s, k, "target_rmse"))
+                                       for k in range(len(BUDGETS)))} for s in searches}
+    out = {"case": name, "initial_design_fraction": max(r["init_fraction"] for r in runs),
+           "active_s_mean": {s: float(np.mean([r["active_s"][s] for r in runs]))
+                             for s in searches}}
+    full = float(np.median([r["full"]["target_rmse"] for r in runs]))
+    curves = {s: [med(runs, s, k, "target_rmse") for k in range(len(BUDGETS))]
+              for s in strategies}
+    out.update(full_grid=full, curves={s: [round(v, 5) for v in c] for s, c in curves.items()})
+    for s in searches:
+        per[s]["fraction_to_match"], per[s]["budgets_active_worse"] = _versus(curves, full, s)
+        per[s]["active_le_random_every_budget"] = not per[s]["budgets_active_worse"]
     if "rho_mae" in runs[0]["full"]:
         rfull = float(np.median([r["full"]["rho_mae"] for r in runs]))
-        rc = {s: [med(runs, s, k, "rho_mae") for k in range(len(BUDGETS))]
-              for s in ("active", "random", "cheapest")}
-        out["rho_mae_full"] = rfull
-        out["rho_fraction_to_match"] = next(
-            (b for b, e in zip(BUDGETS, rc["active"]) if e <= 1.1 * rfull), 1.0)
-        out["rho_budgets_active_worse"] = [
-            b for b, a, r in zip(BUDGETS, rc["active"], rc["random"]) if r < a < math.inf]
-        out["rho_mae_curves"] = {s: [round(v, 5) for v in c] for s, c in rc.items()}
+        rc = {s: [med(runs, s, k, "rho_mae") for k in range(len(BUDGETS))] for s in strategies}
+        out.update(rho_mae_full=rfull,
+                   rho_mae_curves={s: [round(v, 5) for v in c] for s, c in rc.items()})
+        for s in searches:
+            per[s]["rho_fraction_to_match"], per[s]["rho_budgets_active_worse"] = _versus(
+                rc, rfull, s)
     if "design_mse" in runs[0]["full"]:
         # Expected RMSE of the chosen runs (mean of the linearized MSE over seeds).
         dc = {s: [float(np.sqrt(np.mean([r[s][k]["design_mse"] if r[s][k] else np.inf
                                          for r in runs]))) for k in range(len(BUDGETS))]
-              for s in ("active", "random", "cheapest")}
+              for s in strategies}
         out["design_rmse_full"] = float(np.sqrt(runs[0]["full"]["design_mse"]))
         out["design_rmse_curves"] = {s: [round(v, 5) for v in c] for s, c in dc.items()}
-        out["design_budgets_active_worse"] = [
-            b for b, a, r in zip(BUDGETS, dc["active"], dc["random"]) if r < a < math.inf]
+        for s in searches:
+            per[s]["design_budgets_active_worse"] = _versus(dc, math.inf, s)[1]
+    out.update(per.get("active", {}))
+    out.update({s: v for s, v in per.items() if s != "active"})
     return out
 
 
@@ -352,6 +384,29 @@ def replay_case(path: str, n_seeds: int, holdout: bool = False) -> dict:
     return summarize(f"replay:{Path(path).name}" + ("/holdout" if holdout else ""), runs)
 
 
+def headline(cases, search) -> dict:
+    """The benchmark's summary figures for one search, over cases (median of each
+    case's fraction; counts of (case, budget) points where it is worse than random)."""
+
+    def median_of(key):
+        return float(np.median([c[key] for c in cases if key in c] or [math.nan]))
+
+    return {
+        "search_target": STRATEGY["searches"][search] or "largest",
+        "median_fraction_to_match_full_grid": median_of("fraction_to_match"),
+        "target_fraction": 0.10,
+        "active_le_random_every_budget_all_cases": all(
+            c["active_le_random_every_budget"] for c in cases),
+        "median_fraction_to_match_full_grid_rho": median_of("rho_fraction_to_match"),
+        "median_oracle_fraction_to_match": median_of("oracle_fraction_to_match"),
+        "active_worse_than_random": {
+            m: f"{sum(len(c.get(k, [])) for c in cases)}/"
+               f"{sum(c['budgets_compared'] for c in cases if k in c)}"
+            for m, k in (("loss", "budgets_active_worse"), ("rho", "rho_budgets_active_worse"),
+                         ("design", "design_budgets_active_worse"))},
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=5)
@@ -364,44 +419,35 @@ def main() -> None:
     ap.add_argument("--holdout", action="store_true",
                     help="leave the target runs (largest N and D) out of every pool, the "
                          "full grid's included: every strategy extrapolates to them")
+    ap.add_argument("--no-replay", action="store_true", help="simulated cases only")
     ap.add_argument("--ensemble", type=int, default=OPTS["ensemble"])
     ap.add_argument("--cost-exponent", type=float, default=OPTS["cost_exponent"])
     args = ap.parse_args()
     OPTS.update(ensemble=args.ensemble, cost_exponent=args.cost_exponent)
     STRATEGY["design"] = DESIGNS[args.covariance]
+    if args.covariance != "ensemble":  # the tried covariances score loss targets only
+        STRATEGY["searches"] = {"active": None}
     t0 = time.perf_counter()
     laws = ["chinchilla_unified"] if args.quick else list(LAWS)
     seeds = 2 if args.quick else args.seeds
     cases = simulated_cases(seeds, laws, holdout=args.holdout)
-    replays = args.replay or [str(p) for p in Path("data/reference").glob("*/results.csv")]
+    replays = [] if args.no_replay else (
+        args.replay or [str(p) for p in Path("data/reference").glob("*/results.csv")])
     for path in replays:
         cases.append(replay_case(path, seeds, holdout=args.holdout))
     for c in cases:
         print(f"{c['case']:36s} match={c['fraction_to_match']:<6} full={c['full_grid']:.4f} "
               f"active={c['curves']['active']} random={c['curves']['random']}")
-    fracs = [c["fraction_to_match"] for c in cases]
-    result = {
-        "median_fraction_to_match_full_grid": float(np.median(fracs)),
-        "target_fraction": 0.10,
-        "active_le_random_every_budget_all_cases": all(
-            c["active_le_random_every_budget"] for c in cases),
-        "median_fraction_to_match_full_grid_rho": float(np.median(
-            [c["rho_fraction_to_match"] for c in cases if "rho_fraction_to_match" in c]
-            or [math.nan])),
-        "median_oracle_fraction_to_match": float(np.median(
-            [c["oracle_fraction_to_match"] for c in cases if "oracle_fraction_to_match" in c]
-            or [math.nan])),
-        "active_worse_than_random": {
-            m: f"{sum(len(c.get(k, [])) for c in cases)}/"
-               f"{sum(c['budgets_compared'] for c in cases if k in c)}"
-            for m, k in (("loss", "budgets_active_worse"), ("rho", "rho_budgets_active_worse"),
-                         ("design", "design_budgets_active_worse"))},
+    result = headline(cases, "active")
+    result["searches"] = {s: headline([{**c, **c[s]} for c in cases], s)
+                          for s in STRATEGY["searches"] if s != "active"}
+    result.update({
         "holdout": args.holdout, "covariance": args.covariance, "budgets": list(BUDGETS),
         "seeds": seeds, "options": OPTS,
         "noises": list(NOISES),
         "replay_tables": replays, "wall_s": round(time.perf_counter() - t0, 1),
         "cases": cases,
-    }
+    })
     print(json.dumps(result))
 
 
