@@ -11,7 +11,16 @@ The progress line (stderr, at most every ``every_s`` seconds and at the end)::
     [quickstart] 12/48 done, 2 running, 0 failed | 1m20s elapsed, ETA 3m10s
 
 The ETA weighs trials by FLOPs (6ND): elapsed / finished FLOPs * remaining
-FLOPs, since trials of one study differ in cost by 10x or more.
+FLOPs, since trials of one study differ in cost by 10x or more. An active
+search (``budget_flops`` given) runs only part of its pool, so its line counts
+against the FLOP budget instead (finished, running and failed runs all count as
+spent, as the search counts them), and the ETA is for the rest of the budget::
+
+    [demo] 40 done of 192 candidates (active), 4 running, 0 failed | 31% of the
+    FLOP budget | 1m05s elapsed, ETA <= 2m24s
+
+(``<=``: the search may stop earlier, when no affordable candidate is left or
+its target is pinned).
 
 Metrics (``ray.util.metrics``, shown on the Ray dashboard's metrics view when
 Prometheus/Grafana are set up, see docs/cluster.md): counters
@@ -78,8 +87,12 @@ class SweepCallback(tune.Callback):
     """Records finished trials exactly once and prints a readable progress line."""
 
     def __init__(self, study: str, study_dir, n_total: int, n_done: int, flops_by_id: dict,
-                 share: float, every_s: float = 5.0, stream=None, table_interval_s: float = 1.0):
+                 share: float, every_s: float = 5.0, stream=None, table_interval_s: float = 1.0,
+                 budget_flops: float | None = None, spent0: float = 0.0):
         self.study, self.n_total, self.share = study, n_total, share
+        self.budget_flops, self.spent0 = budget_flops, float(spent0)
+        self.running_ids: dict[str, str] = {}  # trial id -> run id, for running FLOPs
+        self.flops_failed = 0.0
         self.registry = Registry(study_dir)
         self.table = TableWriter(study_dir, self.registry.done_rows(), table_interval_s)
         self.flops_by_id = flops_by_id
@@ -100,6 +113,10 @@ class SweepCallback(tune.Callback):
         return d
 
     def __setstate__(self, d):
+        d.setdefault("budget_flops", None)  # a snapshot from before these fields
+        d.setdefault("spent0", 0.0)
+        d.setdefault("running_ids", {})
+        d.setdefault("flops_failed", 0.0)
         self.__dict__.update(d)
         self.stream = self.stream or sys.stderr
         self.metrics = self.metrics or _Metrics(self.study)
@@ -107,6 +124,7 @@ class SweepCallback(tune.Callback):
     # -- Tune hooks
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running.add(trial.trial_id)
+        self.running_ids[trial.trial_id] = (getattr(trial, "config", None) or {}).get("run_id")
         self._maybe_print()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -123,6 +141,7 @@ class SweepCallback(tune.Callback):
         self.registry.append(rid, "failed", error=error)
         self.failed += 1
         self.flops_left -= self.flops_by_id.get(rid, 0.0)
+        self.flops_failed += self.flops_by_id.get(rid, 0.0)
         self.metrics.record(failed=1)
         print(f"[{self.study}] trial {rid} failed: {error[-200:]}", file=self.stream, flush=True)
         self._maybe_print(force=True)
@@ -168,8 +187,25 @@ class SweepCallback(tune.Callback):
             eta = fmt_s(el / self.flops_done * self.flops_left)
         elif self.flops_left <= 0:
             eta = "0s"
+        if self.budget_flops:
+            return self._active_line(done, el)
         return (f"[{self.study}] {done}/{self.n_total} done, {len(self.running)} running, "
                 f"{self.failed} failed | {fmt_s(el)} elapsed, ETA {eta}")
+
+    def _active_line(self, done: int, el: float) -> str:
+        running = sum(self.flops_by_id.get(self.running_ids.get(t), 0.0) for t in self.running)
+        spent = self.spent0 + self.flops_done + self.flops_failed + running
+        left = max(self.budget_flops - spent, 0.0)
+        eta = "?"
+        if left <= 0 and not self.running:
+            eta = "0s"
+        elif self.flops_done > 0:
+            # the rest of the budget plus the runs in flight, at this session's FLOPs/s
+            eta = "<= " + fmt_s(el / self.flops_done * (left + running))
+        pct = 100.0 * min(spent / self.budget_flops, 1.0)
+        return (f"[{self.study}] {done} done of {self.n_total} candidates (active), "
+                f"{len(self.running)} running, {self.failed} failed | {pct:.0f}% of the FLOP "
+                f"budget | {fmt_s(el)} elapsed, ETA {eta}")
 
     def _maybe_print(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -236,8 +236,15 @@ def run_study(study: Study, out: str | Path = "runs", max_concurrent: int | None
         fn = tune.with_parameters(trainable, done_rows=done)
     flops = {t["run_id"]: 6.0 * t["n_params"] * t["tokens"] for t in pending}
     share = gpu if gpu > 0 else study.resources.cpu
+    budget, spent0 = None, 0.0
+    if study.strategy == "active":  # progress against the FLOP budget, not the whole pool
+        from raysweep.active import parse_options
+
+        budget = parse_options(dict(study.search), pool).budget_flops
+        spent0 = sum(6.0 * t["n_params"] * t["tokens"] for t in pool if t["run_id"] in done)
     cb = SweepCallback(study.name, sdir, len(pool), len(done), flops, share,
-                       every_s=progress_every_s, stream=stream)
+                       every_s=progress_every_s, stream=stream, budget_flops=budget,
+                       spent0=spent0)
     tuner = tune.Tuner(
         tune.with_resources(fn, resources),
         tune_config=tune.TuneConfig(
@@ -336,12 +343,13 @@ def status_summary(study: Study, out: str | Path) -> dict:
     ids = {t["run_id"] for t in pool}
     counts = {"ok": 0, "diverged": 0, "failed": 0, "pending": 0}
     by_format: dict[str, dict] = {}
-    hours = 0.0
+    hours = spent = 0.0
     for t in pool:
         rec = state.get(t["run_id"])
         st = rec["status"] if rec else "pending"
         st = st if st in counts else "failed"
         counts[st] += 1
+        spent += 6.0 * t["n_params"] * t["tokens"] if st != "pending" else 0.0
         f = by_format.setdefault(t["format"], {"total": 0, "done": 0, "failed": 0})
         f["total"] += 1
         f["done"] += st in DONE
@@ -353,7 +361,14 @@ def status_summary(study: Study, out: str | Path) -> dict:
     if table.exists():
         with open(table, encoding="utf-8") as fh:
             n_table = max(0, sum(1 for _ in fh) - 1)
+    active = {}
+    if study.strategy == "active":  # it runs part of the pool: progress is the FLOP budget
+        from raysweep.active import parse_options
+
+        active = {"active_budget_flops": parse_options(dict(study.search), pool).budget_flops,
+                  "active_spent_flops": spent}
     return {
+        **active,
         "study": study.name, "dir": str(sdir), "n_trials": len(pool),
         "done": counts["ok"] + counts["diverged"], "diverged": counts["diverged"],
         "failed": counts["failed"], "pending": counts["pending"],
@@ -380,6 +395,11 @@ def cmd_status(args) -> int:
           f"({s['diverged']} diverged), {s['failed']} failed, {s['pending']} pending; "
           f"{s['rows_in_table'] if s['rows_in_table'] is not None else 0} rows in the table; "
           f"{s['wall_hours']:.3f} trial-hours")
+    if "active_budget_flops" in s:
+        print(f"  active search: {s['active_spent_flops']:.3g} of its "
+              f"{s['active_budget_flops']:.3g}-FLOP budget spent "
+              f"({100 * s['active_spent_flops'] / s['active_budget_flops']:.0f}%; the pending "
+              "candidates are not all meant to run)")
     for fmt, f in s["by_format"].items():
         print(f"  {fmt:28} {f['done']:>4}/{f['total']:<4} done  {f['failed']} failed")
     return 0

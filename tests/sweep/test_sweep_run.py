@@ -182,9 +182,21 @@ def test_active_strategy_plugs_in_its_searcher(ray_session, tmp_path):
     import raysweep.active  # noqa: F401  (a broken import must fail, not skip)
     s = make("act", sizes=["2x32", "2x48", "2x80"],
              search={"strategy": "active", "budget_fraction": 0.3, "batch": 2})
-    first = run(s, tmp_path)
+    import io
+
+    from raysweep.sweep import run_study, status_summary
+
+    progress = io.StringIO()
+    first = run_study(s, tmp_path, progress_every_s=0.0, stream=progress)
     n_pool = len(expand(s))
     assert 0 < first["finished"] < n_pool and first["failed"] == 0
+    # progress counts against the FLOP budget, not the whole pool
+    assert f"done of {n_pool} candidates (active)" in progress.getvalue()
+    assert "% of the FLOP budget" in progress.getvalue()
+    st = status_summary(s, tmp_path)
+    total = sum(6.0 * t["n_params"] * t["tokens"] for t in expand(s))
+    assert st["active_budget_flops"] == pytest.approx(0.3 * total)
+    assert 0 < st["active_spent_flops"] <= st["active_budget_flops"]
     again = run(s, tmp_path)  # resume: done rows are answered from the registry
     df = table(tmp_path, "act")
     assert df["run_id"].is_unique and len(df) == first["finished"] + again["finished"]
