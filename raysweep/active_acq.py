@@ -244,6 +244,9 @@ class ActiveDesign:
         post = self.posterior(observed)
         samples = post.members
         if self.target_rho:
+            if post.rho_members is None:
+                raise ValueError("target 'rho' needs a surrogate whose posterior carries "
+                                 "rho_members (the capacity samples per label)")
             samples = np.column_stack([samples[:, : self.pool.n_pool]]
                                       + [post.rho_members[lab] for lab in self.rho_labels])
         return post, np.cov(samples, rowvar=False)

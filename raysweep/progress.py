@@ -182,13 +182,13 @@ class SweepCallback(tune.Callback):
     def line(self) -> str:
         done = self.n_done0 + self.finished
         el = time.monotonic() - self.t0
+        if self.budget_flops:
+            return self._active_line(done, el)
         eta = "?"
         if self.flops_done > 0 and self.flops_left > 0:
             eta = fmt_s(el / self.flops_done * self.flops_left)
         elif self.flops_left <= 0:
             eta = "0s"
-        if self.budget_flops:
-            return self._active_line(done, el)
         return (f"[{self.study}] {done}/{self.n_total} done, {len(self.running)} running, "
                 f"{self.failed} failed | {fmt_s(el)} elapsed, ETA {eta}")
 

@@ -158,3 +158,21 @@ def test_target_rho_without_dense_reference_is_refused():
         r["weights"] = "int4"
     with pytest.raises(ValueError, match="target 'rho' needs a dense reference"):
         ActiveDesign(pool, 1e30, target="rho")
+
+
+def test_target_rho_with_a_surrogate_without_rho_samples_says_so():
+    import dataclasses
+
+    from raysweep.active_law import DecoupledEnsemble
+
+    class NoRho(DecoupledEnsemble):
+        def posterior(self, *a, **kw):
+            return dataclasses.replace(super().posterior(*a, **kw), rho_members=None)
+
+    pool = make_pool()
+    d = ActiveDesign(pool, 1e30, ensemble=4, target="rho")
+    d.surrogate = NoRho(d.surrogate.log_n, d.surrogate.log_d, d.surrogate.fmt,
+                        d.surrogate.labels, d.surrogate.ref)
+    f = oracle(pool, 0.005, 4)
+    with pytest.raises(ValueError, match="rho_members"):
+        d.covariance({i: f(i) for i in d.init})
