@@ -16,9 +16,9 @@ noise-free truth:
   (a median over 5 seeds of that cannot tell two designs 20% apart).
 
 Strategies, all fitted with the same surrogate (the decoupled law of
-raysweep.active_law, point fit) so only the choice of runs differs:
+raysweep.active.surrogate, point fit) so only the choice of runs differs:
 
-- ``active``: raysweep.active_acq (initial design, then acquisition; batch 4)
+- ``active``: raysweep.active.acquisition (initial design, then acquisition; batch 4)
   with the default target, the loss of every representation at the largest
   (N, D);
 - ``active_rho``: the same search with ``target: rho`` (the acquisition scores
@@ -62,8 +62,8 @@ from pathlib import Path
 
 import numpy as np
 
-from raysweep.active_acq import ActiveDesign, run_in_process
-from raysweep.backends import tanh_capacity
+from raysweep.active.acquisition import ActiveDesign, run_in_process
+from raysweep.fit.laws import tanh_capacity
 
 # GMSE values of paper §3: int4, int3, int2, sparse50.
 G = {"int4": 0.011543, "int3": 0.03744, "int2": 0.11885, "sparse50": 0.0713}

@@ -16,7 +16,7 @@
 # corpus in data/py-sitepackages/ (both git-ignored), so a second run on the same
 # machine picks up where the first stopped; copy runs/gpu-mini/{study.yaml,results.csv}
 # to data/reference/gpu-mini/ once it is complete, then `raysweep report` it and
-# `python -m raysweep.refdoc` (docs/results.md).
+# `python -m raysweep.fit.results_page` (docs/results.md).
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 STEPS=${STEPS:-"tests bench study"}

@@ -3,11 +3,11 @@
     python bench/sweep.py --trials 1000 [--cpus 2] [--sleep 0] [--out DIR]
 
 Builds a simulated study of N trials (10 representations x N/10 token counts,
-one size), runs it with :func:`raysweep.sweep.run_study` on a fresh local Ray
+one size), runs it with :func:`raysweep.sweep.run.run_study` on a fresh local Ray
 (Tuner, PoolSearcher, with_resources, reuse_actors, the registry and table
 writer, the progress callback), then checks the registry and results table for
 lost and duplicated rows, and times the same trials in a plain sequential loop
-(:func:`raysweep.backends.run_trial`) for the overhead ratio. Prints one JSON
+(:func:`raysweep.sweep.runners.run_trial`) for the overhead ratio. Prints one JSON
 object on its last line:
 
     {"trials", "wall_s", "trials_per_s", "lost", "duplicated", "peak_rss_mb",
@@ -42,7 +42,7 @@ REPS = [{"name": "dense", "weights": "bf16", "activations": "bf16"},
 
 
 def make_study(n: int, sleep_s: float):
-    from raysweep.study import parse_study
+    from raysweep.sweep.study import parse_study
 
     k = max(1, math.ceil(n / 10))
     raw = {"version": 1, "name": "bench", "backend": "simulated", "sizes": ["d32"],
@@ -62,10 +62,11 @@ def main() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
-    from raysweep.backends import run_trial
-    from raysweep.registry import Registry, read_table
-    from raysweep.study import expand
-    from raysweep.sweep import init_ray, run_study
+    from raysweep.results import read_table
+    from raysweep.sweep.registry import Registry
+    from raysweep.sweep.run import init_ray, run_study
+    from raysweep.sweep.runners import run_trial
+    from raysweep.sweep.trials import expand
 
     study = make_study(args.trials, args.sleep)
     pool = expand(study)

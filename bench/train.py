@@ -2,7 +2,7 @@
 
 CPU (always, unless ``--gpu-only``):
 
-- ``trainable_vs_plain``: tokens/s of :func:`raysweep.train.train` on a dense
+- ``trainable_vs_plain``: tokens/s of :func:`raysweep.train.loop.train` on a dense
   tiny model over tokens/s of a plain PyTorch loop (same model, same batches,
   AdamW + clipping, no evals, no framework) -- the cost of the trainable.
 - ``w4a4_vs_dense``: step time (forward, backward, AdamW) of the same tiny model
@@ -60,13 +60,13 @@ def _median_time(fn, repeats: int, warmup: int = 2) -> float:
 
 
 def _tiny_model(weights: str = "bf16", activations: str = "bf16"):
-    from raysweep.model import GPT, is_compressible
+    from raysweep.train.model import GPT, is_compressible
 
     torch.manual_seed(0)
     n_layers, d = CPU_SIZE
     model = GPT(n_layers, d, max(1, d // 32), 256)
     if weights != "bf16" or activations != "bf16":
-        from raysweep.layers import convert_linears
+        from raysweep.train.layers import convert_linears
 
         convert_linears(model, weights, activations, filter_fn=is_compressible)
     return model
@@ -103,8 +103,8 @@ def w4a4_vs_dense(repeats: int) -> dict:
 
 
 def _plain_tokens_per_s(steps: int) -> float:
-    """A plain loop over the same model and batches as raysweep.train (no evals)."""
-    from raysweep.data import load_corpus, train_batch
+    """A plain loop over the same model and batches as raysweep.train.loop (no evals)."""
+    from raysweep.train.data import load_corpus, train_batch
 
     corpus = load_corpus("stdlib")
     model = _tiny_model()
@@ -127,7 +127,7 @@ def _plain_tokens_per_s(steps: int) -> float:
 
 def trainable_vs_plain(steps: int) -> dict:
     try:
-        from raysweep.train import train
+        from raysweep.train.loop import train
     except ImportError as e:  # pragma: no cover - depends on the training module
         return {"trainable_vs_plain": None, "trainable_vs_plain_reason": f"no train(): {e}"}
     bsz, seq = CPU_BATCH
@@ -168,7 +168,7 @@ class _QuestRef(torch.autograd.Function):
 def _gpu_case(d: int, tokens: int, quick: bool) -> dict:
     import triton
 
-    from raysweep.layers import CompressedLinear
+    from raysweep.train.layers import CompressedLinear
 
     dev = "cuda"
     x0 = torch.randn(tokens, d, device=dev, dtype=torch.bfloat16)
@@ -192,7 +192,7 @@ def _gpu_case(d: int, tokens: int, quick: bool) -> dict:
 
     a4 = CompressedLinear.from_linear(dense, "bf16", "int4", backend="triton")
     w4 = CompressedLinear.from_linear(dense, "int4", "bf16", backend="triton")
-    import raysweep.layers as layers_mod
+    import raysweep.train.layers as layers_mod
 
     def where_variant(x):
         layers_mod.MASK_KERNEL = False
@@ -301,7 +301,7 @@ def _profile(d: int, tokens: int) -> None:
     """Print the top host/device ops of a few W4A4 Triton steps (stderr)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from raysweep.layers import CompressedLinear
+    from raysweep.train.layers import CompressedLinear
 
     lin = torch.nn.Linear(d, d, bias=False, device="cuda")
     tri = CompressedLinear.from_linear(lin, "int4", "int4", backend="triton")

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from raysweep.atomic import atomic_write
 from raysweep.errors import RaysweepError, SpecError
 
 from .gaussian import GMSE
@@ -139,7 +139,7 @@ class Representation:
                             max_elements=g.MC_MAX_ELEMENTS)  # the settings of the key
         if use_cache:
             rec = json.dumps({"key": key, "value": res.value, "stderr": res.stderr})
-            atomic_save(lambda f: f.write(rec.encode()), path)
+            save_cache(path, lambda p: Path(p).write_text(rec, encoding="utf-8"))
         return res
 
     def __repr__(self) -> str:
@@ -221,24 +221,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RAYSWEEP_CACHE_DIR") or Path.home() / ".cache" / "raysweep")
 
 
-def atomic_save(write: Callable, path: Path) -> None:
-    """Write a file by ``write(fileobj)`` to a temp file in the same dir, then rename.
+def save_cache(path: Path, write: Callable[[str], object]) -> None:
+    """Publish a cache file with :func:`raysweep.atomic.atomic_write` (``write(tmp_path)``).
 
     Failures (read-only home, full disk) are ignored: the cache is optional.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-            # mkstemp makes the file 0600; give it the mode open() would (0666 less the umask)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(path, write)
     except OSError:
         pass

@@ -5,13 +5,13 @@ size 128 applied to consecutive blocks of the last dim (block diagonal). H is
 symmetric and orthogonal, so the same product undoes the rotation. When the
 last dim n is not a multiple of 128 the block is the largest power of two
 <= 128 dividing n (64, 32, ...; an odd n gets block 1, i.e. no rotation), the
-rule :func:`raysweep.layers.hadamard_block` also uses. Matrices are built
+rule :func:`raysweep.train.layers.hadamard_block` also uses. Matrices are built
 lazily on the input's device and dtype, once per (size, device, dtype).
 
 GMSE equals the inner representation's: an orthogonal rotation of i.i.d.
 N(0, 1) data is again i.i.d. N(0, 1), and the error's norm is unchanged.
 The trust mask lives in the rotated domain, so ``project`` returns None; the
-layer (raysweep.layers) rotates itself and applies the inner mask there.
+layer (raysweep.train.layers) rotates itself and applies the inner mask there.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 
-from .base import TINY, Representation, atomic_save, cache_dir, register, spec_error
+from .base import TINY, Representation, cache_dir, register, save_cache, spec_error
 from .gaussian import lloyd_levels
 
 KMAX = {1: 8, 2: 10, 3: 10, 4: 10, 5: 10, 6: 10, 7: 10, 8: 10}
@@ -50,7 +50,7 @@ def codebook(d: int, k: int):
             pass
     cb, radius = _build(d, k)
     if k >= 8:
-        atomic_save(lambda f: torch.save((cb, radius), f), path)
+        save_cache(path, lambda p: torch.save((cb, radius), p))
     return cb, radius
 
 

@@ -15,13 +15,13 @@ import sys
 # command -> "module:function"; the function takes the parsed args, returns the exit code.
 COMMANDS = {
     "gmse": "raysweep.formats.cli:cmd_gmse",
-    "train": "raysweep.train:cmd_train",
-    "data": "raysweep.data:cmd_data",
-    "plan": "raysweep.sweep:cmd_plan",
-    "run": "raysweep.sweep:cmd_run",
-    "status": "raysweep.sweep:cmd_status",
+    "train": "raysweep.train.cli:cmd_train",
+    "data": "raysweep.train.cli:cmd_data",
+    "plan": "raysweep.sweep.cli:cmd_plan",
+    "run": "raysweep.sweep.cli:cmd_run",
+    "status": "raysweep.sweep.cli:cmd_status",
     "fit": "raysweep.fit.cli:cmd_fit",
-    "report": "raysweep.report:cmd_report",
+    "report": "raysweep.fit.cli:cmd_report",
 }
 
 

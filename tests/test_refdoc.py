@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from raysweep import refdoc
-from raysweep.fit import fit_table, make_design, read_table
+from raysweep.fit import fit_table, make_design
+from raysweep.fit import results_page as refdoc
 from raysweep.fit.compose import composability
 from raysweep.fit.data import clean_rows
+from raysweep.results import read_table
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = sorted(p.parent for p in (ROOT / "data" / "reference").glob("*/fit.json"))
@@ -63,7 +64,7 @@ def test_docs_results_blocks_are_up_to_date():
     names = {m.group("name") for m in refdoc.BLOCK.finditer(text)}
     assert names == {p.name for p in STUDIES}, "every reference study has a block"
     assert refdoc.update(doc, ROOT, check=True) == [], (
-        "docs/results.md is stale: run `python -m raysweep.refdoc`")
+        "docs/results.md is stale: run `python -m raysweep.fit.results_page`")
 
 
 def _fit_json():

@@ -6,9 +6,9 @@ returns a :class:`FitResult`; see :mod:`raysweep.fit.core` for the method and
 """
 
 from raysweep.fit.core import FitResult, FitStatus, fit_table
-from raysweep.fit.data import make_design, read_table
+from raysweep.fit.data import make_design
 from raysweep.fit.laws import LAWS
 from raysweep.fit.single import single_run_rho, single_run_rho_table
 
-__all__ = ["LAWS", "FitResult", "FitStatus", "fit_table", "make_design", "read_table",
-           "single_run_rho", "single_run_rho_table"]
+__all__ = ["LAWS", "FitResult", "FitStatus", "fit_table", "make_design", "single_run_rho",
+           "single_run_rho_table"]

@@ -1,4 +1,4 @@
-"""``raysweep fit TABLE [--law LAW] [--bootstrap K] [--holdout EXPR] [--json OUT]``.
+"""``raysweep fit TABLE [--law LAW] [--bootstrap K] [--holdout EXPR] [--json OUT]``; ``report``.
 
 Prints a short human-readable summary; ``--json OUT`` writes exactly the
 contract's fields (docs/architecture.md, "Fit — contract") atomically.
@@ -7,23 +7,9 @@ contract's fields (docs/architecture.md, "Fit — contract") atomically.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-from raysweep.atomic import atomic_write_bytes
-
-
-def clean_json(obj):
-    """Replace NaN/inf by None (JSON has no NaN) and numpy scalars by Python ones."""
-    if isinstance(obj, dict):
-        return {str(k): clean_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [clean_json(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+from raysweep.atomic import atomic_write_bytes, clean_json
 
 
 def write_atomic(path: str | Path, text: str | bytes, mkdir: bool = True) -> Path:
@@ -45,6 +31,16 @@ def write_atomic(path: str | Path, text: str | bytes, mkdir: bool = True) -> Pat
 
 def write_json(path: str | Path, obj: dict, mkdir: bool = True) -> Path:
     return write_atomic(path, json.dumps(clean_json(obj), indent=2) + "\n", mkdir=mkdir)
+
+
+def cmd_report(args) -> int:
+    """``raysweep report STUDY_DIR``: report.md, report.html, fit.json and plots."""
+    from raysweep.fit.report import make_report
+
+    path = make_report(args.study_dir, bootstrap=getattr(args, "bootstrap", 50))
+    print(f"wrote {path}, {path.with_suffix('.html')}, {path.parent / 'fit.json'}, "
+          f"{path.parent / 'plots'}/")
+    return 0
 
 
 def summary(res) -> str:
@@ -88,7 +84,8 @@ def parse_share(items: list[str]) -> dict[str, str]:
 
 def cmd_fit(args) -> int:
     from raysweep.errors import FitError
-    from raysweep.fit import fit_table, read_table
+    from raysweep.fit import fit_table
+    from raysweep.results import read_table
 
     if args.bootstrap < 0:
         raise FitError(f"--bootstrap must be >= 0 (number of refits; 0 = none), "

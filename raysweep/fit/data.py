@@ -28,16 +28,15 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from raysweep.errors import FitError, RaysweepError
+from raysweep.results import is_dense, row_label
 
 REQUIRED = ("n_params", "tokens", "loss")
 ROLES = ("weights", "activations")
-IDENTITY_SPECS = {"", "bf16", "none", "fp32", "fp16", "dense", "nan"}
 DENSE_BITS = 16.0  # bits per element of the bf16 baseline (Pareto view, Kumar's P)
 
 
@@ -107,31 +106,6 @@ class Design:
                 np.array(gm, dtype=float), np.array(roles, dtype=int))
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a results table (parquet or csv); a missing or unreadable file is a FitError."""
-    path = Path(path)
-    if not path.exists():
-        raise FitError(f"table {str(path)!r} does not exist (expected results.parquet or .csv)")
-    if path.suffix == ".parquet":
-        reader = pd.read_parquet
-    elif path.suffix in (".csv", ".txt"):
-        reader = pd.read_csv
-    else:
-        raise FitError(f"table {str(path)!r}: unknown suffix {path.suffix!r} "
-                       "(allowed: .parquet, .csv)")
-    try:
-        return reader(path)
-    except Exception as exc:  # pyarrow, pandas parser, OS and unicode errors alike
-        msg = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise FitError(f"table {str(path)!r} could not be read as {path.suffix[1:]}: "
-                       f"{msg}") from exc
-
-
-def is_identity_spec(spec: object) -> bool:
-    return spec is None or (isinstance(spec, float) and math.isnan(spec)) or \
-        str(spec).strip().lower() in IDENTITY_SPECS
-
-
 @lru_cache(maxsize=512)
 def spec_parts(spec: str, role: str) -> tuple[Part, ...]:
     """The non-identity parts of one spec, each with family, GMSE, bits and sparsity.
@@ -140,13 +114,10 @@ def spec_parts(spec: str, role: str) -> tuple[Part, ...]:
     GMSE of each *part* enters its family's capacity curve, not the GMSE of the
     composite.
     """
-    if is_identity_spec(spec):
+    if is_dense(spec):
         return ()
-    try:
-        from raysweep.formats import parse
-    except ImportError as exc:  # formats not installed / not built yet
-        raise FitError(f"{role} spec {spec!r}: raysweep.formats.parse is unavailable ({exc}); "
-                       "give gmse_weights/gmse_activations and family columns instead") from exc
+    from raysweep.formats import parse
+
     try:
         rep = parse(spec)
     except RaysweepError as exc:
@@ -202,22 +173,11 @@ def _sparsity_from_text(spec: str) -> float:
     return math.nan
 
 
-def row_label(row: pd.Series) -> str:
-    """The rho key of a row: ``format`` when present, else ``"<weights>|<activations>"``."""
-    fmt = row.get("format")
-    if fmt is not None and not pd.isna(fmt) and str(fmt) != "":
-        return str(fmt)
-    w, a = row.get("weights"), row.get("activations")
-    if w is None and a is None:
-        return "bf16|bf16"
-    return f"{'bf16' if is_identity_spec(w) else w}|{'bf16' if is_identity_spec(a) else a}"
-
-
 def _row_parts(row: pd.Series, use_specs: bool) -> tuple[Part, ...]:
     parts: list[Part] = []
     for role in ROLES:
         spec = row.get(role)
-        if use_specs and spec is not None and not is_identity_spec(spec):
+        if use_specs and spec is not None and not is_dense(spec):
             got = _spec_or_columns(row, role, str(spec))
         else:
             got = _column_parts(row, role)

@@ -24,6 +24,14 @@ by construction. The laws differ only in ``ln rho`` of a row:
 
 A part's family picks its capacity parameters; a dense row has no parts, so its
 rho is exactly 1 (not L).
+
+The published values live here too, for everything that draws from or compares
+with the law (the simulated runner, the report, the synthetic tables, the
+benchmarks): :data:`PAPER_CAPACITY`, the paper's tanh-curve fit for scalar
+quantization ("Unified Scaling Laws for Compressed Representations", section
+"Representation capacity"), :data:`EPOCH_CHINCHILLA`, Epoch AI's replication
+of Chinchilla's dense law (Besiroglu et al. 2024), and the scalar forms
+:func:`tanh_capacity` and :func:`unified_loss`.
 """
 
 from __future__ import annotations
@@ -37,6 +45,33 @@ from raysweep.errors import FitError
 from raysweep.fit.data import ROLES, Design
 
 LN4 = math.log(4.0)
+
+# The paper's published capacity fit (L, F, C) of the tanh curve (scalar quantization).
+PAPER_CAPACITY = {"L": 1.0, "F": 0.41, "C": 1.39}
+# Epoch AI's replication of Chinchilla's approach 3 (A, alpha, B, beta, E).
+EPOCH_CHINCHILLA = {"A": 482.01, "alpha": 0.3478, "B": 2085.43, "beta": 0.3658, "E": 1.82}
+
+
+def tanh_capacity(gmse: float, L: float = PAPER_CAPACITY["L"], F: float = PAPER_CAPACITY["F"],
+                  C: float = PAPER_CAPACITY["C"]) -> float:
+    """``rho = L tanh(F log_{1/4} GMSE)^C`` of one part (defaults: the published fit).
+
+    The scalar form of :class:`Unified`'s curve: GMSE >= 1 (the output carries
+    nothing) gives 0, GMSE 0 (lossless) gives L.
+    """
+    if gmse >= 1.0:
+        return 0.0
+    if gmse <= 0.0:
+        return L
+    return L * math.tanh(F * -math.log(gmse) / LN4) ** C
+
+
+def unified_loss(n_params: float, tokens: float, rho: float = 1.0,
+                 law: dict[str, float] = EPOCH_CHINCHILLA) -> float:
+    """``A (N rho)^-alpha + B D^-beta + E`` (default: Epoch's dense law; N rho floored at 1e-12)."""
+    n_eff = max(float(n_params) * rho, 1e-12)
+    return (law["A"] * n_eff ** -law["alpha"] + law["B"] * float(tokens) ** -law["beta"]
+            + law["E"])
 BASE = ("a", "b", "e", "alpha", "beta")
 BASE_BOUNDS = ((-5.0, 60.0), (-5.0, 60.0), (-12.0, 3.0), (1e-4, 3.0), (1e-4, 3.0))
 # Epoch AI's grid of starts (paper.md §2): 6 * 6 * 5 * 5 * 5 = 4500 points.

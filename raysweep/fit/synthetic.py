@@ -13,6 +13,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from raysweep.fit.laws import PAPER_CAPACITY, tanh_capacity, unified_loss
+
 
 def _sparse_gmse(s: float) -> float:
     """Unstructured magnitude sparsity s on N(0,1): ``s - 2 t phi(t)``, t = Phi^-1((1+s)/2)."""
@@ -35,13 +37,13 @@ FAMILIES: dict[str, dict[str, tuple[float, float]]] = {
 }
 
 TRUTH = {"A": 400.0, "alpha": 0.30, "B": 2000.0, "beta": 0.35, "E": 1.8}
-CAPACITY = {"int": (1.0, 0.41, 1.39), "noise": (1.0, 0.45, 1.2), "sparse": (0.95, 0.8, 1.0),
-            "fp": (0.97, 0.40, 1.5), "lloyd": (1.0, 0.42, 1.3), "vq": (0.9, 0.5, 1.2)}
+CAPACITY = {"int": tuple(PAPER_CAPACITY.values()), "noise": (1.0, 0.45, 1.2),
+            "sparse": (0.95, 0.8, 1.0), "fp": (0.97, 0.40, 1.5), "lloyd": (1.0, 0.42, 1.3),
+            "vq": (0.9, 0.5, 1.2)}
 
 
 def unified_rho(family: str, gmse: float, capacity=CAPACITY) -> float:
-    L, F, C = capacity[family]
-    return 0.0 if gmse >= 1 else L * math.tanh(F * -math.log(gmse) / math.log(4)) ** C
+    return tanh_capacity(gmse, *capacity[family])
 
 
 def synthetic_table(families=("int", "noise"), sizes=(3e7, 5e7, 1e8, 2e8),
@@ -91,7 +93,7 @@ def _row(w, a, n, r, s, truth, capacity, noise, rng) -> dict:
         rho *= unified_rho(fam, g, capacity)
         row.update({f"gmse_{role}": g, f"family_{role}": fam, f"bits_{role}": float(bits)})
     d = n * r
-    loss = truth["A"] * (n * rho) ** -truth["alpha"] + truth["B"] * d ** -truth["beta"] + truth["E"]
+    loss = unified_loss(n, d, rho, truth)
     if noise:
         loss *= math.exp(rng.normal(0.0, noise))
     label = f"{w[1] if w else 'bf16'}|{a[1] if a else 'bf16'}"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from raysweep.active_acq import ActiveDesign, Pool, _believe, run_in_process
+from raysweep.active.acquisition import ActiveDesign, Pool, _believe, run_in_process
 
 RHO = {"dense": 1.0, "w4a4": 0.8, "w3a3": 0.55, "w2a2": 0.3}
 LAW = (400.0, 0.34, 1800.0, 0.37, 1.8)  # A, alpha, B, beta, E
@@ -163,7 +163,7 @@ def test_target_rho_without_dense_reference_is_refused():
 def test_target_rho_with_a_surrogate_without_rho_samples_says_so():
     import dataclasses
 
-    from raysweep.active_law import DecoupledEnsemble
+    from raysweep.active.surrogate import DecoupledEnsemble
 
     class NoRho(DecoupledEnsemble):
         def posterior(self, *a, **kw):

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from raysweep.active import DEFAULT_FRACTION, parse_options, pool_flops
+from raysweep.active.options import DEFAULT_FRACTION, parse_options, pool_flops
 from raysweep.errors import StudyError
 
 POOL = [{"run_id": f"r{i}", "format": "dense", "n_params": 1e6 * (i + 1), "tokens": 2e7}
@@ -56,7 +56,7 @@ def test_target_rho_needs_a_dense_reference():
 
 
 def test_import_is_light():
-    code = ("import sys, raysweep.active; "
+    code = ("import sys, raysweep.active.options; "
             "print(any(m in sys.modules for m in ('optuna', 'ray', 'torch', 'scipy')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

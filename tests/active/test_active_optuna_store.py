@@ -7,8 +7,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from raysweep.active import make_searcher, parse_options
-from raysweep.active_optuna import INTERRUPTED, ActiveSampler, ask, open_study, tell_result
+from raysweep.active.options import parse_options
+from raysweep.active.sampler import INTERRUPTED, ActiveSampler, ask, open_study, tell_result
+from raysweep.active.searcher import make_searcher
 
 RHO = {"dense": 1.0, "w4": 0.8, "w2": 0.4}
 
@@ -96,7 +97,7 @@ def test_failed_and_early_stopped_runs(tmp_path):
 
 
 def test_results_of_the_sweep_trainable(tmp_path):
-    """raysweep.backends.trainable reports the final row as row_json (Tune adds done)."""
+    """raysweep.sweep.runners.trainable reports the final row as row_json (Tune adds done)."""
     import json
 
     pool = make_pool()

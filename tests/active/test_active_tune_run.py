@@ -9,7 +9,7 @@ ray = pytest.importorskip("ray")
 from ray import tune  # noqa: E402
 from ray.tune.stopper import Stopper  # noqa: E402
 
-from raysweep.active import make_searcher  # noqa: E402
+from raysweep.active.searcher import make_searcher  # noqa: E402
 
 RHO = {"dense": 1.0, "w4": 0.8, "w2": 0.4}
 POOL = [{"run_id": f"{f}-{n:g}-{r}", "format": f, "weights": "bf16" if f == "dense" else "int4",
@@ -79,11 +79,12 @@ def test_searcher_in_a_tune_run(ray_local, tmp_path):
 
 @pytest.mark.timeout(180)
 def test_active_study_through_the_sweep(ray_local, tmp_path):
-    """search: {strategy: active} through raysweep.sweep.run_study (simulated backend)."""
+    """search: {strategy: active} through raysweep.sweep.run.run_study (simulated backend)."""
     import optuna
 
-    from raysweep.study import expand, parse_study
-    from raysweep.sweep import run_study
+    from raysweep.sweep.run import run_study
+    from raysweep.sweep.study import parse_study
+    from raysweep.sweep.trials import expand
 
     study = parse_study({
         "version": 1, "name": "act", "backend": "simulated", "sizes": ["2x64", "3x96", "4x128"],

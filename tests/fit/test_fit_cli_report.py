@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from raysweep.cli import main
+from raysweep.fit.report import make_report
 from raysweep.fit.synthetic import synthetic_table
-from raysweep.report import make_report
 
 CONTRACT = {"law", "n_points", "params", "capacity", "rho", "ci", "fit_error", "holdout_error"}
 

@@ -89,7 +89,8 @@ def test_edge_solutions_on_the_quickstart_reference_are_flagged(monkeypatch):
     from pathlib import Path
 
     import raysweep.fit.core as core
-    from raysweep.fit import fit_table, read_table
+    from raysweep.fit import fit_table
+    from raysweep.results import read_table
 
     table = Path(__file__).resolve().parents[2] / "data/reference/quickstart/results.csv"
     wide = core._wide

@@ -10,12 +10,13 @@ empirical MSE of ``project`` on independent draws.
 import math
 import os
 import stat
+from pathlib import Path
 
 import pytest
 import torch
 from raysweep.formats import gaussian as G
 from raysweep.formats import parse
-from raysweep.formats.base import atomic_save
+from raysweep.formats.base import save_cache
 
 from raysweep.errors import RaysweepError
 
@@ -84,9 +85,9 @@ def test_row_len_must_fit_the_groups():
 def test_cache_files_get_the_umask_mode(tmp_path):
     old = os.umask(0o022)
     try:
-        atomic_save(lambda f: f.write(b"{}"), tmp_path / "a.json")
+        save_cache(tmp_path / "a.json", lambda p: Path(p).write_bytes(b"{}"))
         os.umask(0o077)
-        atomic_save(lambda f: f.write(b"{}"), tmp_path / "b.json")
+        save_cache(tmp_path / "b.json", lambda p: Path(p).write_bytes(b"{}"))
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644

@@ -8,7 +8,7 @@ from raysweep.formats import parse
 from torch import nn
 
 from raysweep.errors import RaysweepError
-from raysweep.layers import (
+from raysweep.train.layers import (
     CompressedLinear,
     block_hadamard,
     compress,
@@ -215,7 +215,7 @@ def test_bad_backend_names_the_field():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU with float8")
 def test_fp8_forward_matches_bf16_path():
-    from raysweep.layers import fp8_supported
+    from raysweep.train.layers import fp8_supported
 
     if not fp8_supported(torch.device("cuda")):
         pytest.skip("no float8 tensor cores")

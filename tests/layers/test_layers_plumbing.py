@@ -3,7 +3,7 @@
 import torch
 from raysweep.kernels.reference import int_quant_ref, topk_mask_ref
 
-from raysweep.layers import _keep_count, compress
+from raysweep.train.layers import _keep_count, compress
 
 
 class _Rep:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from raysweep.study import expand, load_study
-from raysweep.sweep import plan_rows, plan_summary
+from raysweep.sweep.run import plan_rows, plan_summary
+from raysweep.sweep.study import load_study
+from raysweep.sweep.trials import expand
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDIES = sorted((ROOT / "studies").glob("*.yaml"))

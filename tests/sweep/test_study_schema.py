@@ -8,7 +8,9 @@ import pytest
 import yaml
 
 from raysweep.errors import StudyError
-from raysweep.study import expand, load_study, parse_study, run_id
+from raysweep.results import run_id
+from raysweep.sweep.study import load_study, parse_study
+from raysweep.sweep.trials import expand
 
 BASE = {
     "version": 1, "name": "t", "backend": "simulated", "sizes": ["2x32", "d48"],

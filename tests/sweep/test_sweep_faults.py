@@ -19,9 +19,11 @@ DRIVER = r"""
 import json, sys, threading, time
 import ray
 from ray.cluster_utils import Cluster
-from raysweep.registry import Registry, read_table
-from raysweep.study import expand, parse_study
-from raysweep.sweep import init_ray, run_study
+from raysweep.results import read_table
+from raysweep.sweep.registry import Registry
+from raysweep.sweep.study import parse_study
+from raysweep.sweep.trials import expand
+from raysweep.sweep.run import init_ray, run_study
 
 out = sys.argv[1]
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})

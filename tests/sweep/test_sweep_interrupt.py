@@ -17,8 +17,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from raysweep.registry import Registry
-from raysweep.study import expand, load_study
+from raysweep.sweep.registry import Registry
+from raysweep.sweep.study import load_study
+from raysweep.sweep.trials import expand
 
 STUDY = {"version": 1, "name": "intr", "backend": "simulated", "sizes": ["2x32", "2x48"],
          "tokens_per_param": [10, 20, 40], "seeds": [0, 1],

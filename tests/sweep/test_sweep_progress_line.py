@@ -4,7 +4,7 @@ import io
 import json
 from types import SimpleNamespace
 
-from raysweep.progress import SweepCallback
+from raysweep.sweep.progress import SweepCallback
 
 
 def _trial(tid, rid):

@@ -7,9 +7,11 @@ import json
 import pandas as pd
 import yaml
 
-from raysweep.backends import COLUMNS, capacity, run_trial, simulated_loss
-from raysweep.registry import Registry, TableWriter, write_table
-from raysweep.study import expand, parse_study
+from raysweep.results import COLUMNS, write_table
+from raysweep.sweep.registry import Registry, TableWriter
+from raysweep.sweep.runners import capacity, run_trial, simulated_loss
+from raysweep.sweep.study import parse_study
+from raysweep.sweep.trials import expand
 
 
 def test_torn_last_line_is_skipped_and_repaired(tmp_path):
@@ -86,7 +88,7 @@ def test_whole_table_replay_pool_is_the_tables_rows(tmp_path):
     st = tmp_path / "rep.yaml"
     st.write_text(yaml.safe_dump({"version": 1, "name": "rep", "backend": "replay",
                                   "replay": {"table": "results.csv"}}))
-    from raysweep.study import load_study
+    from raysweep.sweep.study import load_study
 
     rep = load_study(st)
     pool = expand(rep)

@@ -11,17 +11,19 @@ import pandas as pd
 import pytest
 import yaml
 
-from raysweep.backends import COLUMNS, simulated_loss
 from raysweep.errors import StudyError
-from raysweep.registry import Registry
-from raysweep.study import expand, parse_study
+from raysweep.results import COLUMNS
+from raysweep.sweep.registry import Registry
+from raysweep.sweep.runners import simulated_loss
+from raysweep.sweep.study import parse_study
+from raysweep.sweep.trials import expand
 
 
 @pytest.fixture(scope="module")
 def ray_session():
     import ray
 
-    from raysweep.sweep import init_ray
+    from raysweep.sweep.run import init_ray
 
     init_ray(num_cpus=2, num_gpus=1)  # a fake GPU: a GPU request that cannot fit waits forever
     yield ray
@@ -40,7 +42,7 @@ def make(name, **over):
 
 
 def run(study, out):
-    from raysweep.sweep import run_study
+    from raysweep.sweep.run import run_study
 
     return run_study(study, out, progress_every_s=0.0, stream=sys.stderr)
 
@@ -93,7 +95,7 @@ def test_failed_trials_are_recorded_then_retried(ray_session, tmp_path):
     state = Registry(tmp_path / "fail").state()
     assert len(state) == 4 and all(r["status"] == "failed" for r in state.values())
     assert all("simulated failure" in r["error"] for r in state.values())
-    from raysweep.sweep import status_summary
+    from raysweep.sweep.run import status_summary
 
     st = status_summary(make("fail", **SMALL), tmp_path)
     assert st["failed"] == 4 and st["done"] == 0
@@ -141,13 +143,13 @@ def test_cli_run_status_and_report_failure_is_a_warning(ray_session, tmp_path, m
     p.write_text(yaml.safe_dump({"version": 1, "name": "cli", "backend": "simulated",
                                  "sizes": ["2x32"], "tokens": [1000, 2000],
                                  "representations": [{"name": "dense"}]}))
-    fake = types.ModuleType("raysweep.report")
+    fake = types.ModuleType("raysweep.fit.report")
 
     def boom(study_dir, bootstrap=0):
         raise RuntimeError("fit exploded")
 
     fake.make_report = boom
-    monkeypatch.setitem(sys.modules, "raysweep.report", fake)
+    monkeypatch.setitem(sys.modules, "raysweep.fit.report", fake)
     out = tmp_path / "out"
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
@@ -179,12 +181,12 @@ def test_train_backend_trial_reports_row_and_drops_checkpoint(ray_session, tmp_p
 
 @pytest.mark.timeout(120)  # the searcher is another module's: a hang must not stall CI
 def test_active_strategy_plugs_in_its_searcher(ray_session, tmp_path):
-    import raysweep.active  # noqa: F401  (a broken import must fail, not skip)
+    import raysweep.active.options  # noqa: F401  (a broken import must fail, not skip)
     s = make("act", sizes=["2x32", "2x48", "2x80"],
              search={"strategy": "active", "budget_fraction": 0.3, "batch": 2})
     import io
 
-    from raysweep.sweep import run_study, status_summary
+    from raysweep.sweep.run import run_study, status_summary
 
     progress = io.StringIO()
     first = run_study(s, tmp_path, progress_every_s=0.0, stream=progress)

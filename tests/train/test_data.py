@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from raysweep.cli import main
-from raysweep.data import (
+from raysweep.errors import RaysweepError
+from raysweep.train.data import (
     SYNTHETIC_ENTROPY,
     DeviceBatches,
     load_corpus,
@@ -20,8 +21,7 @@ from raysweep.data import (
     train_batch,
     val_batches,
 )
-from raysweep.data_prepare import prepare, sitepackages_bytes
-from raysweep.errors import RaysweepError
+from raysweep.train.prepare import prepare, sitepackages_bytes
 
 
 @pytest.fixture(scope="module")

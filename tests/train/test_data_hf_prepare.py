@@ -16,9 +16,9 @@ import types
 import numpy as np
 import pytest
 
-from raysweep.data import memmap_corpus
-from raysweep.data_prepare import prepare
 from raysweep.errors import RaysweepError
+from raysweep.train.data import memmap_corpus
+from raysweep.train.prepare import prepare
 
 DOCS = [f"document {i}: " + "x" * (i % 7) for i in range(2600)]
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from raysweep.errors import RaysweepError
-from raysweep.model import GPT, apply_rope, is_compressible, rope_tables
-from raysweep.sizes import count_params, resolve_size
+from raysweep.train.model import GPT, apply_rope, is_compressible, rope_tables
+from raysweep.train.sizes import count_params, resolve_size
 
 
 @pytest.mark.parametrize("size,vocab", [("30M", 32000), ("50M", 32000), ("100M", 32000),

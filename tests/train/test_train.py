@@ -10,8 +10,8 @@ import torch
 
 from raysweep.cli import main
 from raysweep.errors import RaysweepError
-from raysweep.train import ROW_KEYS, lr_at, param_groups, train
-from raysweep.train_config import resolve_config
+from raysweep.train.config import resolve_config
+from raysweep.train.loop import ROW_KEYS, lr_at, param_groups, train
 
 # 40 steps of 8 x 64 tokens on the synthetic Markov chain: ~0.3 s
 TINY = {"size": "2x32", "data": "synthetic", "tokens": 40 * 8 * 64, "seq_len": 64,
@@ -94,7 +94,7 @@ def test_lr_schedule_and_decay_groups():
     assert lr_at(9, 100, 1.0, 10) == pytest.approx(1.0)
     assert lr_at(10, 100, 1.0, 10) == pytest.approx(1.0)
     assert lr_at(100, 100, 1.0, 10) == pytest.approx(0.1)  # cosine ends at peak / 10
-    from raysweep.model import GPT
+    from raysweep.train.model import GPT
 
     model = GPT(2, 32, 2, 64)
     decay, no_decay = param_groups(model, 0.1)

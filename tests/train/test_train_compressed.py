@@ -1,4 +1,4 @@
-"""Training with compressed linears (needs raysweep.formats and raysweep.layers)."""
+"""Training with compressed linears (needs raysweep.formats and raysweep.train.layers)."""
 
 import math
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from raysweep import formats
-from raysweep.layers import CompressedLinear, convert_linears
-from raysweep.model import GPT, is_compressible
-from raysweep.train import train
+from raysweep.train.layers import CompressedLinear, convert_linears
+from raysweep.train.loop import train
+from raysweep.train.model import GPT, is_compressible
 
 TINY = {"size": "2x32", "data": "synthetic", "tokens": 40 * 8 * 64, "seq_len": 64,
         "eval_every": 10, "device": "cpu"}

@@ -6,11 +6,12 @@ import math
 
 import numpy as np
 
-from raysweep.backends import COLUMNS
 from raysweep.cli import main
-from raysweep.data import Corpus, train_batch
-from raysweep.train import cli_labels, resolve_config, train
-from raysweep.trials import run_id
+from raysweep.results import COLUMNS, run_id
+from raysweep.train.cli import cli_labels
+from raysweep.train.config import resolve_config
+from raysweep.train.data import Corpus, train_batch
+from raysweep.train.loop import train
 
 TINY = {"size": "2x32", "data": "synthetic", "tokens": 40 * 8 * 64, "seq_len": 64,
         "eval_every": 10}

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from raysweep.errors import RaysweepError
-from raysweep.sizes import count_params, default_lr, mlp_hidden, param_groups, resolve_size
+from raysweep.train.sizes import count_params, default_lr, mlp_hidden, param_groups, resolve_size
 
 PRESET_N = {"30M": 30_482_560, "50M": 49_556_736, "100M": 102_777_856, "200M": 203_188_480}
 
@@ -60,6 +60,6 @@ def test_default_lr():
 def test_sizes_is_torch_free():
     import subprocess
 
-    code = "import raysweep.sizes, raysweep.train_config, sys; print('torch' in sys.modules)"
+    code = "import raysweep.train.sizes, raysweep.train.config, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -12,7 +12,7 @@ Three sources, one :class:`Corpus` type (1-D token arrays ``train``/``val``,
   corpus differs between Python versions, hence the hash.
 - a directory with ``train.bin``, ``val.bin`` and ``meta.json`` (``dtype``,
   ``vocab``, ``hash``), read as ``np.memmap``; ``raysweep data prepare`` writes
-  them (see :mod:`raysweep.data_prepare`: ``stdlib``, ``sitepackages``,
+  them (see :mod:`raysweep.train.prepare`: ``stdlib``, ``sitepackages``,
   ``hf:DATASET``).
 - ``"synthetic"``: a deterministic Markov chain, ``x[t+1] = (x[t] + s[t]) mod
   64`` with steps ``s`` drawn from {1, 2, 3, 5} with probabilities (0.55, 0.25,
@@ -293,14 +293,3 @@ def val_batches(corpus: Corpus, n_batches: int, batch_size: int, seq_len: int):
     starts = np.linspace(0, len(corpus.val) - seq_len - 1, n).astype(np.int64)
     return [_windows(corpus.val, starts[i:i + batch_size], seq_len)
             for i in range(0, n, batch_size)]
-
-
-def cmd_data(args) -> int:
-    """``raysweep data prepare SOURCE --out DIR``: see :mod:`raysweep.data_prepare`."""
-    from raysweep.data_prepare import prepare
-
-    if args.data_cmd != "prepare":
-        raise RaysweepError(f"data: unknown subcommand {args.data_cmd!r}; allowed: prepare")
-    meta = prepare(args.source, args.out, tokenizer=args.tokenizer, max_bytes=args.max_bytes)
-    print(json.dumps(meta))
-    return 0

@@ -2,13 +2,13 @@
 
 Sources:
 
-- ``stdlib``: the embedded default corpus (:func:`raysweep.data.stdlib_corpus`),
+- ``stdlib``: the embedded default corpus (:func:`raysweep.train.data.stdlib_corpus`),
   written out so a study can name it as a directory like any other.
 - ``sitepackages``: every ``*.py`` file reachable from ``sys.path`` (each
   directory entry walked recursively; zip entries, the current directory and
   ``__pycache__`` skipped), deduplicated by content (the first path in sorted
   order keeps it), sorted by path relative to its ``sys.path`` entry, split by
-  path hash like the stdlib corpus (:func:`raysweep.data.split_files`),
+  path hash like the stdlib corpus (:func:`raysweep.train.data.split_files`),
   byte-level. About 290 MB with raysweep's dependencies installed; it is the
   larger real corpus of issue 8 for GPU studies.
 - ``hf:DATASET[:CONFIG]``: a Hugging Face dataset's ``text`` column encoded
@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from raysweep.atomic import atomic_write_bytes, file_mode
-from raysweep.data import build_bytes, path_hash, stdlib_corpus
 from raysweep.errors import RaysweepError
+from raysweep.train.data import build_bytes, path_hash, stdlib_corpus
 
 SOURCES = "stdlib, sitepackages, hf:DATASET[:CONFIG]"
 

@@ -38,6 +38,8 @@ from __future__ import annotations
 import bisect
 import math
 
+from raysweep.results import is_dense
+
 CPU_POINTS = ((23_712, 0.8 * 108e3), (55_536, 0.8 * 72e3), (151_440, 0.8 * 44e3),
               (389_760, 0.8 * 23e3))
 GPU_POINTS = ((3.41e6, 0.85e6), (5.97e6, 0.51e6), (10.6e6, 0.51e6), (30.5e6, 0.50e6),
@@ -63,14 +65,10 @@ def tokens_per_s(n_params: float, device: str = "cpu", weights: str = "bf16",
                  activations: str = "bf16") -> float:
     """Estimated training tokens/s of one trial alone on one device (see module doc)."""
     base = _interp_loglog(GPU_POINTS if device == "gpu" else CPU_POINTS, n_params)
-    w, a = _is_identity(weights), _is_identity(activations)
+    w, a = is_dense(weights), is_dense(activations)
     acts, weights_only = SLOWDOWN["gpu" if device == "gpu" else "cpu"]
     slow = 1.0 if (w and a) else (weights_only if a else acts)
     return base / slow
-
-
-def _is_identity(spec: str) -> bool:
-    return spec in ("bf16", "none", "fp32", "bf16+bf16")
 
 
 def gpu_fraction(n_params: float) -> float:

@@ -1,24 +1,19 @@
-"""A study's trials: expansion into flat trial configs, run ids, train() configs.
+"""A study's trials: expansion into flat trial configs and train() configs.
 
-Split from :mod:`raysweep.study` (which re-exports these names): the schema
-says what a study may contain, this module says what trials it means.
+:mod:`raysweep.sweep.study` says what a study may contain, this module what
+trials it means; a trial's id is :func:`raysweep.results.run_id` of its config.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
-import json
-from typing import TYPE_CHECKING
 
 from raysweep.errors import StudyError
-
-if TYPE_CHECKING:
-    from raysweep.study import Study
+from raysweep.results import format_label, read_table, run_id
 
 
-def expand(study: Study) -> list[dict]:
+def expand(study) -> list[dict]:
     """The study's trials as flat config dicts (the grid; also the active-search pool).
 
     Each dict holds the train() config keys plus the labels of the results table
@@ -26,7 +21,7 @@ def expand(study: Study) -> list[dict]:
     ``backend``). Tokens are resolved to an integer count ``round(r * N)`` so the
     run id does not depend on how D was written.
     """
-    from raysweep import sizes as sz
+    from raysweep.train import sizes as sz
 
     if study.backend == "replay" and not study.representations:
         return _expand_table(study)
@@ -55,17 +50,14 @@ def expand(study: Study) -> list[dict]:
     return trials
 
 
-def _expand_table(study: Study) -> list[dict]:
+def _expand_table(study) -> list[dict]:
     """Whole-table replay: one trial per distinct (weights, activations, N, D, seed) row.
 
     A past sweep re-run under another strategy (issue 6): the pool is exactly
     what the table can answer. Shapes come from ``n_layers`` / ``d_model`` when
     the table has them (the size is then ``LxD``), else they are left 0.
     """
-    import math
-
-    from raysweep.registry import read_table
-    from raysweep.sizes import default_heads
+    from raysweep.train.sizes import default_heads
 
     df = read_table(study.replay)
     trials, seen = [], set()
@@ -76,9 +68,7 @@ def _expand_table(study: Study) -> list[dict]:
             continue
         seen.add((w, a, n, d, seed))
         layers, width = (_int(row.get(k)) for k in ("n_layers", "d_model"))
-        fmt = row.get("format")
-        fmt = f"{w}|{a}" if fmt is None or (isinstance(fmt, float) and math.isnan(fmt)) \
-            else str(fmt)
+        fmt = format_label(w, a, row.get("format"))
         cfg = {
             "study": study.name, "backend": "replay", "format": fmt, "weights": w,
             "activations": a, "size": f"{layers}x{width}", "n_layers": layers,
@@ -116,29 +106,8 @@ def _trial(study, rep, size, shape, n, tokens, ratio, seed) -> dict:
     return cfg
 
 
-# Keys that say where or how fast a trial runs, not what it computes: not hashed.
-_UNHASHED = ("run_id", "study", "size", "checkpoint_dir", "threads", "device")
-_UNHASHED_SIM = ("sleep_s", "fail_prob")
-
-
-def run_id(cfg: dict) -> str:
-    """Hash of the resolved trial config: sha256 of its canonical JSON, 16 hex digits.
-
-    The study name is left out (the same trial in two studies is the same
-    experiment), and so is the size string (``d32`` and ``2x32`` are one model:
-    its resolved shape is hashed), as are run-location keys (``checkpoint_dir``, ``threads``,
-    ``device``) and the simulated backend's sleep/failure injection.
-    """
-    core = {k: v for k, v in cfg.items() if k not in _UNHASHED}
-    core["training"] = {k: v for k, v in cfg.get("training", {}).items() if k not in _UNHASHED}
-    if "simulated" in core:
-        core["simulated"] = {k: v for k, v in core["simulated"].items() if k not in _UNHASHED_SIM}
-    blob = json.dumps(core, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def train_config(cfg: dict, checkpoint_dir: str | None = None, threads: int = 1) -> dict:
-    """The dict handed to :func:`raysweep.train.train` for a trial config."""
+    """The dict handed to :func:`raysweep.train.loop.train` for a trial config."""
     out = {
         "size": cfg["size"], "weights": cfg["weights"], "activations": cfg["activations"],
         "tokens": cfg["tokens"], "seed": cfg["seed"], "data": cfg["data"], "threads": threads,

@@ -5,7 +5,7 @@ The candidate pool is the study's grid (one row per trial config). The
 loss of every representation at the grid's largest (N, D), which fixes each
 rho where it matters most. Each round:
 
-1. fit the surrogate (:mod:`raysweep.active_law`) on the finished runs: an
+1. fit the surrogate (:mod:`raysweep.active.surrogate`) on the finished runs: an
    ensemble of K fits gives, for every candidate c and target t, samples of
    the predicted losses y_c, y_t;
 2. score every affordable candidate by the expected reduction of the summed
@@ -35,24 +35,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from raysweep.active_law import DecoupledEnsemble, Posterior
-
-IDENTITY = {"", "bf16", "none", "fp32", "fp16", "dense"}
-
-
-def row_label(row: dict) -> str:
-    """A pool row's representation label: ``format`` if set, else ``"<w>|<a>"``."""
-    if row.get("format"):
-        return str(row["format"])
-    return f"{row.get('weights', 'bf16')}|{row.get('activations', 'bf16')}"
-
-
-def row_is_dense(row: dict) -> bool:
-    """Identity on both roles (or, without spec columns, a dense-looking label)."""
-    if "weights" in row or "activations" in row:
-        return (str(row.get("weights", "bf16")).lower() in IDENTITY
-                and str(row.get("activations", "bf16")).lower() in IDENTITY)
-    return str(row.get("format", "")).lower() in IDENTITY
+from raysweep.active.surrogate import DecoupledEnsemble, Posterior
+from raysweep.results import row_is_dense, row_label, run_flops
 
 
 @dataclass(frozen=True)
@@ -74,7 +58,7 @@ class Pool:
     @property
     def cost(self) -> np.ndarray:
         """FLOPs of each candidate, 6 N D (Kaplan et al. 2020)."""
-        return 6.0 * self.n[: self.n_pool] * self.d[: self.n_pool]
+        return run_flops(1.0, 1.0) * self.n[: self.n_pool] * self.d[: self.n_pool]
 
     @property
     def target_rows(self) -> np.ndarray:

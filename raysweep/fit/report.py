@@ -72,11 +72,12 @@ def _fit_json(res, err) -> dict:
 
 def make_report(study_dir, bootstrap: int = 50) -> Path:
     """Fit, plot and write the report files into ``study_dir``; returns report.md's path."""
-    from raysweep.fit import make_design, read_table
+    from raysweep.atomic import atomic_write_json, atomic_write_text
+    from raysweep.fit import make_design
     from raysweep.fit import plots as P
-    from raysweep.fit.cli import write_atomic, write_json
     from raysweep.fit.compose import composability
     from raysweep.fit.data import clean_rows
+    from raysweep.results import read_table
 
     study_dir = Path(study_dir)
     df = read_table(_table_path(study_dir))
@@ -114,11 +115,11 @@ def make_report(study_dir, bootstrap: int = 50) -> Path:
                 _fit_json(decoupled, d_err), "composability": comp, "laws": laws,
                 "formats": formats, "single_run_rho": single.to_dict("records"),
                 "cross_family": cross}
-    write_json(study_dir / "fit.json", fit_json)
+    atomic_write_json(study_dir / "fit.json", fit_json)
     blocks = _blocks(_study_name(study_dir), df, unified, u_err, decoupled, comp, laws, formats,
                      images, bootstrap, single, cross)
-    write_atomic(study_dir / "report.md", _markdown(blocks, study_dir))
-    write_atomic(study_dir / "report.html", _html(blocks))
+    atomic_write_text(study_dir / "report.md", _markdown(blocks, study_dir))
+    atomic_write_text(study_dir / "report.html", _html(blocks))
     return study_dir / "report.md"
 
 
@@ -159,13 +160,13 @@ def _cross_blocks(cross) -> list:
     if "error" in cross:
         return out + [("p", f"The fit with {pairs} failed: {cross['error']}")]
     out += [("p", f"The unified law refitted with {pairs} (one curve for those families and "
-                  f"int): RMSE of log-loss {_fmt(cross['rmse_log'])} with "
-                  f"{cross['n_params']} parameters, against {_fmt(cross['rmse_log_separate'])} "
+                  f"int): RMSE of log-loss {fmt(cross['rmse_log'])} with "
+                  f"{cross['n_params']} parameters, against {fmt(cross['rmse_log_separate'])} "
                   f"with {cross['n_params_separate']} for separate curves. If GMSE alone sets "
                   "the capacity (paper §1), the shared curve costs little and predicts the "
                   "other families' rho from int's."),
             ("table", ["format", "rho (shared curve)", "rho (own curve)", "rho (free)"],
-             [[lab, _fmt(r["rho_shared_curve"]), _fmt(r["rho_own_curve"]), _fmt(r["rho_free"])]
+             [[lab, fmt(r["rho_shared_curve"]), fmt(r["rho_own_curve"]), fmt(r["rho_free"])]
               for lab, r in cross["formats"].items()])]
     return out
 
@@ -187,7 +188,7 @@ def _single_blocks(single) -> list:
 
     if len(single) == 0:
         return []
-    rows = [[lab, s["runs"], _fmt(s["mean"]), f"[{_fmt(s['min'], 3)}, {_fmt(s['max'], 3)}]"]
+    rows = [[lab, s["runs"], fmt(s["mean"]), f"[{fmt(s['min'], 3)}, {fmt(s['max'], 3)}]"]
             for lab, s in single_run_summary(single).items()]
     return [("h", 2, "Single-run capacity"),
             ("p", "rho = (1 + N^alpha / A (L - L_dense))^(-1/alpha) per compressed run, "
@@ -204,7 +205,7 @@ def _law_row(res, err) -> dict:
 
 
 def _formats(df, design, unified, decoupled) -> dict:
-    from raysweep.backends import tanh_capacity
+    from raysweep.fit.laws import tanh_capacity
     from raysweep.fit.plots import bits_per_weight
 
     bits = bits_per_weight(df, design)
@@ -240,14 +241,14 @@ def gmse_ordering(formats: dict) -> str:
     swaps = [f"{a[2]} below {b[2]}" for i, a in enumerate(pts) for b in pts[i + 1:]
              if a[0] > b[0] and a[1] < b[1]]
     pairs = sum(1 for i, a in enumerate(pts) for b in pts[i + 1:] if a[0] > b[0])
-    order = ", ".join(f"{lab} {_fmt(free, 3)}" for _, free, lab in pts)
+    order = ", ".join(f"{lab} {fmt(free, 3)}" for _, free, lab in pts)
     return (f"Ordering: the formats from the highest paper-law rho down, with their free "
             f"rho: {order}; "
             f"{pairs - len(swaps)} of {pairs} pairs in the paper law's order"
             + (f"; out of order: {', '.join(swaps)}." if swaps else "."))
 
 
-def _fmt(v, digits=4) -> str:
+def fmt(v, digits=4) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "n/a"
     return f"{v:.{digits}g}"
@@ -258,8 +259,8 @@ def _short(flag: str | None) -> str:
     return "" if not flag else flag.split(":")[0]
 
 
-def _ci(ci) -> str:
-    return f"[{_fmt(ci[0], 3)}, {_fmt(ci[1], 3)}]" if ci else "-"
+def fmt_ci(ci) -> str:
+    return f"[{fmt(ci[0], 3)}, {fmt(ci[1], 3)}]" if ci else "-"
 
 
 def _blocks(name, df, uni, u_err, dec, comp, laws, formats, images, bootstrap,
@@ -279,9 +280,9 @@ def _blocks(name, df, uni, u_err, dec, comp, laws, formats, images, bootstrap,
                     "rho = L tanh(F log_{1/4} GMSE)^C per family, multiplied over parts. "
                     f"Status: **{uni.status.value}**."),
               ("table", ["parameter", "estimate", "95% interval", "flag"],
-               [[k, _fmt(v), _ci(uni.ci.get(k)), _short(uni.flags.get(k))]
+               [[k, fmt(v), fmt_ci(uni.ci.get(k)), _short(uni.flags.get(k))]
                 for k, v in uni.params.items()]
-               + [[f"{fam}.{k}", _fmt(v), _ci(uni.ci.get(f"{fam}.{k}")),
+               + [[f"{fam}.{k}", fmt(v), fmt_ci(uni.ci.get(f"{fam}.{k}")),
                    _short(uni.flags.get(f"{fam}.{k}", uni.flags.get(fam)))]
                   for fam, ps in uni.capacity.items() for k, v in ps.items()])]
     b += [("h", 2, "Capacity per format"),
@@ -289,8 +290,8 @@ def _blocks(name, df, uni, u_err, dec, comp, laws, formats, images, bootstrap,
                      "rho (unified)", "rho (free)", "free rho 95%", "rho (paper law)"],
            [[lab, ", ".join(f"{p['role'][0].upper()}:{p['spec']} {p['family']} "
                             f"{p['gmse']:.3g}" for p in f["parts"]) or "dense",
-             _fmt(f["bits_weights"], 3), f["runs"], _fmt(f["rho_unified"]),
-             _fmt(f["rho_free"]), _ci(f["rho_free_ci"]), _fmt(f["rho_paper"])]
+             fmt(f["bits_weights"], 3), f["runs"], fmt(f["rho_unified"]),
+             fmt(f["rho_free"]), fmt_ci(f["rho_free_ci"]), fmt(f["rho_paper"])]
             for lab, f in formats.items()]),
           ("p", gmse_ordering(formats)),
           ("p", "rho (paper law): L tanh(F log_{1/4} GMSE)^C with the paper's published "
@@ -302,7 +303,7 @@ def _blocks(name, df, uni, u_err, dec, comp, laws, formats, images, bootstrap,
                 "decoupled law has one free rho per format and is the floor the "
                 "one-curve-per-family laws are compared with."),
           ("table", ["law", "points", "rmse_log", "rmse", "status"],
-           [[law, r.get("n_points", "-"), _fmt(r.get("rmse_log")), _fmt(r.get("rmse")),
+           [[law, r.get("n_points", "-"), fmt(r.get("rmse_log")), fmt(r.get("rmse")),
              r.get("status", "error: " + str(r.get("error")))] for law, r in laws.items()])]
     b += _cross_blocks(cross)
     b += [("h", 2, "Composability")] + _composability_blocks(comp)
@@ -320,7 +321,7 @@ def _resolution(uni, u_err, dec, formats) -> list:
     for lab, f in formats.items():
         ci = f["rho_free_ci"]
         if f["parts"] and ci and ci[1] >= 1.0:
-            items.append(f"format {lab}: free rho interval {_ci(ci)} includes 1: its loss gap "
+            items.append(f"format {lab}: free rho interval {fmt_ci(ci)} includes 1: its loss gap "
                          "to dense is within the run-to-run noise")
     if not items:
         return [("p", "Every parameter is identified and its interval is narrower than its "
@@ -335,13 +336,13 @@ def _composability_blocks(comp) -> list:
         out.append(("p", comp["note"] + "."))
     if comp.get("entries"):
         out.append(("p", f"Free rho of each combination vs the product of its marginals: "
-                         f"max |error| {_fmt(comp['max_abs_error'], 3)}, mean |error| "
-                         f"{_fmt(comp['mean_abs_error'], 3)} (paper: within about 1e-2 "
+                         f"max |error| {fmt(comp['max_abs_error'], 3)}, mean |error| "
+                         f"{fmt(comp['mean_abs_error'], 3)} (paper: within about 1e-2 "
                          "except at 2 bits)."))
         out.append(("table", ["combination", "parts", "measured rho", "95%", "product",
                               "error"],
-                    [[e["format"], " x ".join(e["parts"]), _fmt(e["measured"]),
-                      _ci(e["measured_ci"]), _fmt(e["product"]), f"{e['error']:+.3f}"]
+                    [[e["format"], " x ".join(e["parts"]), fmt(e["measured"]),
+                      fmt_ci(e["measured_ci"]), fmt(e["product"]), f"{e['error']:+.3f}"]
                      for e in comp["entries"]]))
     for m in comp.get("missing_marginals", []):
         out.append(("p", f"{m['format']}: no run with only {', '.join(m['lacking'])}; "
@@ -401,11 +402,4 @@ def _html(blocks) -> str:
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
 
 
-def cmd_report(args) -> int:
-    path = make_report(args.study_dir, bootstrap=getattr(args, "bootstrap", 50))
-    print(f"wrote {path}, {path.with_suffix('.html')}, {path.parent / 'fit.json'}, "
-          f"{path.parent / 'plots'}/")
-    return 0
-
-
-__all__ = ["cmd_report", "make_report"]
+__all__ = ["make_report"]

@@ -1,21 +1,22 @@
-"""Active search: spend a compute budget on the runs that pin the scaling law.
+"""Active search options: the ``search:`` block of a study, validated once.
 
 ``search: {strategy: active, ...}`` in a study replaces the full grid by a
 sequence of batches chosen one at a time (docs/active.md). The parts:
 
-- :mod:`raysweep.active_law`: the surrogate, an ensemble of decoupled-law fits
+- :mod:`raysweep.active.surrogate`: the surrogate, an ensemble of decoupled-law fits
   (randomized maximum likelihood, multi-start), giving a spread of predicted
   losses at every candidate and target;
-- :mod:`raysweep.active_acq`: the pool, the initial design and the
+- :mod:`raysweep.active.acquisition`: the pool, the initial design and the
   acquisition (expected reduction of target variance per FLOP, ensemble-Kalman
   form, pending runs handled as "kriging believers");
-- :mod:`raysweep.active_optuna`: the acquisition as an Optuna sampler over a
+- :mod:`raysweep.active.sampler`: the acquisition as an Optuna sampler over a
   categorical ``candidate`` parameter, on a persistent RDB study (SQLite in
   the output directory by default) so an interrupted search resumes;
-- :mod:`raysweep.active_tune`: the Ray Tune ``Searcher`` the sweep plugs in.
+- :mod:`raysweep.active.searcher`: the Ray Tune ``Searcher`` the sweep plugs in.
 
-This module holds the option parsing and the sweep's entry point
-:func:`make_searcher`; it imports neither optuna nor ray at import time.
+This module holds the option parsing (the sweep's entry point is
+:func:`raysweep.active.searcher.make_searcher`); it imports neither optuna nor
+ray, so ``raysweep plan`` validates a study's search options cheaply.
 
 Options (``study.search``; all optional except that at most one budget is given):
 
@@ -44,10 +45,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from raysweep.errors import StudyError
+from raysweep.errors import StudyError, bad_value, check_number
+from raysweep.results import row_is_dense, run_flops
 
 OPTIONS = ("strategy", "budget_flops", "budget_fraction", "batch", "target", "cost_exponent",
            "seed", "storage", "ensemble", "noise", "target_std", "max_failures")
@@ -71,27 +72,20 @@ class ActiveOptions:
     max_failures: int = 1
 
     def design_kwargs(self) -> dict:
-        """Keyword arguments of :class:`raysweep.active_acq.ActiveDesign`."""
+        """Keyword arguments of :class:`raysweep.active.acquisition.ActiveDesign`."""
         return {"target": self.target, "cost_exponent": self.cost_exponent,
                 "ensemble": self.ensemble, "noise": self.noise, "target_std": self.target_std,
                 "max_failures": self.max_failures, "seed": self.seed}
 
 
 def _bad(key: str, value: Any, allowed: str) -> StudyError:
-    return StudyError(f"search.{key}: got {value!r}; allowed: {allowed}")
+    return bad_value(f"search.{key}", value, "", allowed, StudyError)
 
 
 def _num(search: dict, key: str, default, lo: float, hi: float = math.inf, *,
          integer: bool = False, open_lo: bool = False):
-    v = search.get(key, default)
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    ok = ok and (v > lo if open_lo else v >= lo) and v <= hi
-    ok = ok and (not integer or float(v).is_integer())
-    if not ok:
-        kind = "an integer" if integer else "a number"
-        bound = f"> {lo}" if open_lo else f">= {lo}"
-        raise _bad(key, v, f"{kind} {bound}" + (f" and <= {hi}" if hi < math.inf else ""))
-    return int(v) if integer else float(v)
+    return check_number(f"search.{key}", search.get(key, default), lo, hi, integer, open_lo,
+                        StudyError)
 
 
 TARGET_ALLOWED = ("'largest', 'rho', {n_params: N, tokens: D} with N, D > 0, "
@@ -102,8 +96,6 @@ def _target(v, pool: list[dict]) -> tuple[tuple[float, float], ...] | str | None
     if v is None or v == "largest":
         return None
     if v == "rho":
-        from raysweep.active_acq import row_is_dense
-
         if not any(row_is_dense(r) for r in pool):
             raise _bad("target", v, "'rho' only with a dense representation in the grid "
                                     "(bf16 weights and activations: rho is measured against "
@@ -124,7 +116,7 @@ def _target(v, pool: list[dict]) -> tuple[tuple[float, float], ...] | str | None
 
 def pool_flops(pool: list[dict]) -> float:
     """FLOPs of the full grid: sum of 6 N D over the pool."""
-    return float(sum(6.0 * float(r["n_params"]) * float(r["tokens"]) for r in pool))
+    return float(sum(run_flops(r["n_params"], r["tokens"]) for r in pool))
 
 
 def parse_options(search: dict, pool: list[dict]) -> ActiveOptions:
@@ -162,29 +154,3 @@ def parse_options(search: dict, pool: list[dict]) -> ActiveOptions:
         target_std=_num(search, "target_std", 0.0, 0),
         max_failures=_num(search, "max_failures", 1, 1, integer=True),
     )
-
-
-def default_storage(out_dir: str | Path) -> str:
-    """SQLite URL of the Optuna study inside the study's output directory."""
-    p = Path(out_dir).resolve()
-    p.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{p / 'active.db'}"
-
-
-def make_searcher(study, pool: list[dict], out_dir: str | Path):
-    """The Ray Tune Searcher of ``search: {strategy: active}`` (the sweep's entry point).
-
-    ``study``: a :class:`raysweep.study.Study` (only ``name`` and ``search`` are
-    read); ``pool``: its trial configs (:func:`raysweep.study.expand`);
-    ``out_dir``: the study's output directory (holds ``active.db``). The
-    searcher hands out configs from ``pool`` (copies) and returns
-    ``Searcher.FINISHED`` when the budget is spent; run the Tuner with
-    ``num_samples=-1`` (or ``len(pool)``) and let the searcher end the run.
-    """
-    from raysweep.active_optuna import open_study
-    from raysweep.active_tune import ActiveSearcher
-
-    opts = parse_options(dict(study.search), pool)
-    storage = opts.storage or default_storage(out_dir)
-    ostudy, sampler = open_study(study.name, pool, opts, storage)
-    return ActiveSearcher(ostudy, sampler, pool, batch=opts.batch)

@@ -1,10 +1,10 @@
 """What a trial does: train a model, draw from a known law, or look up a past result.
 
-Three backends answer a trial config (from :func:`raysweep.study.expand`) with a
+Three backends answer a trial config (from :func:`raysweep.sweep.study.expand`) with a
 result row (the results-table columns of docs/architecture.md):
 
 ``train``
-    :func:`raysweep.train.train`, reporting its eval steps to Ray Tune. The
+    :func:`raysweep.train.loop.train`, reporting its eval steps to Ray Tune. The
     trial's ``checkpoint_dir`` (``OUT/<study>/checkpoints/<run_id>``) lets a
     retried or resumed trial continue where it stopped; it is deleted once the
     trial finishes (its row is the result).
@@ -13,8 +13,8 @@ result row (the results-table columns of docs/architecture.md):
     ``L = A (N rho)^-alpha + B D^-beta + E`` with
     ``rho = prod over roles and composed parts of L_f tanh(F_f log_{1/4} GMSE)^C_f``,
     times ``exp(noise * z)`` with ``z ~ N(0, 1)`` seeded by the run id (so a
-    re-run draws the same loss). Defaults (:data:`DEFAULT_LAW`,
-    :data:`DEFAULT_CAPACITY`): Epoch AI's Chinchilla fit for the dense law and
+    re-run draws the same loss). Defaults (:data:`raysweep.fit.laws.EPOCH_CHINCHILLA`,
+    :data:`raysweep.fit.laws.PAPER_CAPACITY`): Epoch AI's Chinchilla fit for the dense law and
     the paper's capacity fit (L 1, F 0.41, C 1.39) for every family; noise 0.01
     on log-loss (about the seed-to-seed spread measured on CPU). An optional
     ``sleep_s`` imitates training time, ``fail_prob`` injects failures.
@@ -35,30 +35,11 @@ from collections.abc import Callable
 from typing import Any
 
 from raysweep.errors import RaysweepError
-
-# Epoch AI's replication of Chinchilla's approach 3 (paper.md §2).
-DEFAULT_LAW = {"A": 482.01, "alpha": 0.3478, "B": 2085.43, "beta": 0.3658, "E": 1.82}
-# The paper's published capacity fit (paper.md §1), used for any family not given.
-DEFAULT_CAPACITY = {"L": 1.0, "F": 0.41, "C": 1.39}
-
-# Results-table columns (contract) in their order; rows may carry more.
-COLUMNS = ("run_id", "study", "format", "weights", "activations", "n_params", "n_layers",
-           "d_model", "tokens", "tokens_per_param", "seed", "loss", "train_loss",
-           "gmse_weights", "gmse_activations", "bits_weights", "bits_activations", "flops",
-           "wall_s", "status", "error")
+from raysweep.results import read_table, run_flops
 
 
 class ReplayMissError(RaysweepError):
     """A replayed trial has no matching row in the replay table."""
-
-
-def tanh_capacity(gmse: float, L: float = 1.0, F: float = 0.41, C: float = 1.39) -> float:
-    """``rho = L tanh(F log_{1/4} GMSE)^C`` (paper.md §1); defaults: the published fit."""
-    if gmse >= 1.0:
-        return 0.0
-    if gmse <= 0.0:
-        return L
-    return L * math.tanh(F * -math.log(gmse) / math.log(4.0)) ** C
 
 
 def capacity(spec: str, caps: dict[str, dict[str, float]] | None = None) -> float:
@@ -67,6 +48,7 @@ def capacity(spec: str, caps: dict[str, dict[str, float]] | None = None) -> floa
     Each part's own GMSE enters its family's curve (``sparse50+int4`` ->
     rho_sparse(GMSE sparse50) * rho_int(GMSE int4)); identity parts give 1.
     """
+    from raysweep.fit.laws import PAPER_CAPACITY, tanh_capacity
     from raysweep.formats import parse
 
     caps = caps or {}
@@ -75,19 +57,20 @@ def capacity(spec: str, caps: dict[str, dict[str, float]] | None = None) -> floa
         rep = parse(part)
         if rep.is_identity:
             continue
-        c = {**DEFAULT_CAPACITY, **caps.get("default", {}), **caps.get(rep.family, {})}
+        c = {**PAPER_CAPACITY, **caps.get("default", {}), **caps.get(rep.family, {})}
         rho *= tanh_capacity(rep.gmse().value, c["L"], c["F"], c["C"])
     return rho
 
 
 def simulated_loss(cfg: dict) -> float:
     """Noisy loss of a trial under the simulated backend's law (seeded by the run id)."""
+    from raysweep.fit.laws import EPOCH_CHINCHILLA, unified_loss
+
     sim = cfg.get("simulated", {}) or {}
-    law = {**DEFAULT_LAW, **(sim.get("law") or {})}
+    law = {**EPOCH_CHINCHILLA, **(sim.get("law") or {})}
     caps = sim.get("capacity") or {}
     rho = capacity(cfg["weights"], caps) * capacity(cfg["activations"], caps)
-    n_eff = max(cfg["n_params"] * rho, 1e-12)
-    mean = law["A"] * n_eff ** -law["alpha"] + law["B"] * cfg["tokens"] ** -law["beta"] + law["E"]
+    mean = unified_loss(cfg["n_params"], cfg["tokens"], rho, law)
     z = random.Random(int(cfg["run_id"], 16)).gauss(0.0, 1.0)
     return mean * math.exp(sim.get("noise", 0.01) * z)
 
@@ -116,7 +99,7 @@ def run_simulated(cfg: dict) -> dict:
         raise RuntimeError(f"simulated failure (fail_prob={sim['fail_prob']})")
     loss = simulated_loss(cfg)
     return {**_labels(cfg), "loss": loss, "train_loss": loss, **_spec_columns(cfg),
-            "flops": 6.0 * cfg["n_params"] * cfg["tokens"], "wall_s": time.perf_counter() - t0,
+            "flops": run_flops(cfg["n_params"], cfg["tokens"]), "wall_s": time.perf_counter() - t0,
             "status": "ok", "error": ""}
 
 
@@ -127,8 +110,6 @@ _REPLAY_KEY = ("weights", "activations", "n_params", "tokens", "seed")
 def _replay_index(path: str) -> dict[tuple, dict]:
     """The replay table indexed by (weights, activations, n_params, tokens, seed), per process."""
     if path not in _REPLAY_CACHE:
-        from raysweep.registry import read_table
-
         df = read_table(path)
         missing = [c for c in _REPLAY_KEY + ("loss",) if c not in df.columns]
         if missing:
@@ -161,8 +142,8 @@ def run_replay(cfg: dict) -> dict:
 
 
 def run_train(cfg: dict, report: Callable[[dict], None] | None = None) -> dict:
-    from raysweep.study import train_config
-    from raysweep.train import train
+    from raysweep.sweep.trials import train_config
+    from raysweep.train.loop import train
 
     ckpt = cfg.get("checkpoint_dir")
     tc = train_config(cfg, ckpt, threads=int(cfg.get("threads", 1)))

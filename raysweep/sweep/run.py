@@ -1,15 +1,15 @@
 """``raysweep plan | run | status``: a study's trials on Ray Tune, idempotently.
 
 ``run`` in Ray Tune's plainest form: a function trainable
-(:func:`raysweep.backends.trainable`) wrapped in ``tune.with_resources``, a
+(:func:`raysweep.sweep.runners.trainable`) wrapped in ``tune.with_resources``, a
 ``Tuner`` whose ``Searcher`` hands out the study's pending trials
 (:class:`PoolSearcher` for the grid: biggest first, which shortens the
-makespan; ``raysweep.active.make_searcher`` for ``search.strategy: active``),
+makespan; ``raysweep.active.searcher.make_searcher`` for ``search.strategy: active``),
 ``reuse_actors=True`` (small trials are ~4x faster), retries through
 ``FailureConfig(max_failures=study.retries)``, and an absolute
 ``storage_path`` under ``OUT/<study>/ray/``.
 
-Idempotence: the registry (:mod:`raysweep.registry`) records every finished
+Idempotence: the registry (:mod:`raysweep.sweep.registry`) records every finished
 trial by run id (a hash of its resolved config). A run first reads it and hands
 Tune only the trials that are not done; a trial that failed is tried again.
 Ray Tune's own experiment restore is not used: the registry is simpler, works
@@ -19,18 +19,18 @@ trials are added, finished ones kept).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
-from raysweep.errors import RaysweepError, StudyError
-from raysweep.planning import device_hours, trial_gpu
-from raysweep.registry import DONE, Registry, write_table
-from raysweep.study import Study, expand, load_study
+from raysweep.errors import StudyError
+from raysweep.results import DONE, run_flops, write_table
+from raysweep.sweep.cost import device_hours, trial_gpu
+from raysweep.sweep.registry import Registry
+from raysweep.sweep.study import Study
+from raysweep.sweep.trials import expand
 
 # Tune settings that cut per-trial overhead (measured in bench/sweep.py, docs/benchmarks.md):
 # no per-trial JSON/CSV/TensorBoard loggers, rare experiment-state snapshots (the registry
@@ -64,7 +64,7 @@ def plan_rows(study: Study, out: str | Path | None = None) -> list[dict]:
             "run_id": t["run_id"], "format": t["format"], "weights": t["weights"],
             "activations": t["activations"], "size": t["size"], "n_params": t["n_params"],
             "tokens": t["tokens"], "tokens_per_param": t["tokens_per_param"], "seed": t["seed"],
-            "flops": 6.0 * t["n_params"] * t["tokens"],
+            "flops": run_flops(t["n_params"], t["tokens"]),
             "gpu": trial_gpu(study.resources.gpu, t["n_params"]),
             "device_hours": device_hours(t["n_params"], t["tokens"], t["weights"],
                                          t["activations"], study.resources.gpu,
@@ -85,29 +85,6 @@ def plan_summary(study: Study, rows: list[dict]) -> dict:
         "remaining_device_hours": sum(r["device_hours"] for r in rows if not r["done"]),
         "trials": rows,
     }
-
-
-def cmd_plan(args) -> int:
-    study = load_study(args.study)
-    summary = plan_summary(study, plan_rows(study, getattr(args, "out", None)))
-    if args.json:
-        print(json.dumps(summary, indent=1))
-        return 0
-    unit = "GPU-hours" if summary["device"] == "gpu" else "CPU-core-hours"
-    print(f"study {study.name}: {summary['n_trials']} trials ({summary['n_done']} done), "
-          f"backend {study.backend}, search {study.strategy}")
-    hdr = f"{'run_id':16}  {'format':22} {'size':>6} {'N':>11} {'tokens':>13} {'seed':>4} " \
-          f"{'FLOPs':>9} {'hours':>8}  done"
-    print(hdr)
-    for r in summary["trials"]:
-        print(f"{r['run_id']:16}  {r['format'][:22]:22} {r['size']:>6} {r['n_params']:>11,} "
-              f"{r['tokens']:>13,} {r['seed']:>4} {r['flops']:>9.2e} {r['device_hours']:>8.3f}  "
-              f"{'yes' if r['done'] else ''}")
-    print(f"total: {summary['total_flops']:.3e} FLOPs (6ND), about "
-          f"{summary['device_hours']:.2f} {unit} "
-          f"({summary['remaining_device_hours']:.2f} remaining); "
-          "throughput model: docs/sweep.md")
-    return 0
 
 
 # ---------------------------------------------------------------- run
@@ -147,7 +124,7 @@ def _pool_searcher_cls():
 
 def _searcher(study: Study, pool: list[dict], pending: list[dict], out_dir: Path):
     if study.strategy == "active":
-        from raysweep.active import make_searcher
+        from raysweep.active.searcher import make_searcher
 
         return make_searcher(study, pool, str(out_dir))
     # biggest first (LPT scheduling): the long trials do not end up alone at the end
@@ -195,8 +172,8 @@ def run_study(study: Study, out: str | Path = "runs", max_concurrent: int | None
     import ray
     from ray import tune
 
-    from raysweep.backends import trainable
-    from raysweep.progress import SweepCallback
+    from raysweep.sweep.progress import SweepCallback
+    from raysweep.sweep.runners import trainable
 
     sdir = study_dir(out, study)
     sdir.mkdir(parents=True, exist_ok=True)
@@ -234,14 +211,14 @@ def run_study(study: Study, out: str | Path = "runs", max_concurrent: int | None
     fn = trainable
     if study.strategy == "active" and done:
         fn = tune.with_parameters(trainable, done_rows=done)
-    flops = {t["run_id"]: 6.0 * t["n_params"] * t["tokens"] for t in pending}
+    flops = {t["run_id"]: run_flops(t["n_params"], t["tokens"]) for t in pending}
     share = gpu if gpu > 0 else study.resources.cpu
     budget, spent0 = None, 0.0
     if study.strategy == "active":  # progress against the FLOP budget, not the whole pool
-        from raysweep.active import parse_options
+        from raysweep.active.options import parse_options
 
         budget = parse_options(dict(study.search), pool).budget_flops
-        spent0 = sum(6.0 * t["n_params"] * t["tokens"] for t in pool if t["run_id"] in done)
+        spent0 = sum(run_flops(t["n_params"], t["tokens"]) for t in pool if t["run_id"] in done)
     cb = SweepCallback(study.name, sdir, len(pool), len(done), flops, share,
                        every_s=progress_every_s, stream=stream, budget_flops=budget,
                        spent0=spent0)
@@ -283,53 +260,11 @@ def _save_study(study: Study, sdir: Path) -> None:
     atomic_write_text(sdir / "study.yaml", yaml.safe_dump(study.to_dict(), sort_keys=False))
 
 
-def cmd_run(args) -> int:
-    studies = [load_study(p) for p in args.studies]  # all validated before anything starts
-    names = [s.name for s in studies]
-    if len(set(names)) != len(names):
-        raise StudyError(f"run: two studies share the name {names}; allowed: distinct names")
-    # a re-run of finished studies needs no Ray (starting one costs ~10 s)
-    started = init_ray(args.address, args.dashboard) if any(
-        _has_pending(s, args.out) for s in studies) else False
-    failed = 0
-    try:
-        for study in studies:
-            s = run_study(study, args.out, args.max_concurrent, local=args.address is None)
-            failed += s.get("failed", 0)
-            if s.get("interrupted"):
-                left = s["n_trials"] - s["already_done"] - s["finished"] - s["failed"]
-                print(f"[{study.name}] interrupted with {left} trials not run; run the same "
-                      "command again to resume", file=sys.stderr)
-                return 130
-            if not getattr(args, "no_report", False):
-                _report(Path(s["dir"]))
-            print(f"[{study.name}] results in {s['dir']}", file=sys.stderr)
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
-    return 1 if failed else 0
-
-
-def _has_pending(study: Study, out: str | Path) -> bool:
+def has_pending(study: Study, out: str | Path) -> bool:
     """Whether any trial of the study's pool is missing from its registry."""
     sdir = study_dir(out, study)
     done = Registry(sdir).done_rows() if sdir.exists() else {}
     return any(t["run_id"] not in done for t in expand(study))
-
-
-def _report(sdir: Path) -> None:
-    """The fit and report; a failure is a warning (the finished sweep is never lost)."""
-    try:
-        from raysweep.report import make_report
-
-        make_report(str(sdir), bootstrap=50)
-        print(f"[{sdir.name}] report: {sdir / 'report.md'}", file=sys.stderr)
-    except Exception as exc:  # noqa: BLE001 - anything the fit/report raises
-        msg = " ".join(str(exc).split())[:300]
-        warnings.warn(f"report for {sdir} failed ({type(exc).__name__}: {msg}); the results "
-                      f"are safe; retry with `raysweep report {sdir}`", stacklevel=1)
 
 
 # ---------------------------------------------------------------- status
@@ -349,7 +284,7 @@ def status_summary(study: Study, out: str | Path) -> dict:
         st = rec["status"] if rec else "pending"
         st = st if st in counts else "failed"
         counts[st] += 1
-        spent += 6.0 * t["n_params"] * t["tokens"] if st != "pending" else 0.0
+        spent += run_flops(t["n_params"], t["tokens"]) if st != "pending" else 0.0
         f = by_format.setdefault(t["format"], {"total": 0, "done": 0, "failed": 0})
         f["total"] += 1
         f["done"] += st in DONE
@@ -363,7 +298,7 @@ def status_summary(study: Study, out: str | Path) -> dict:
             n_table = max(0, sum(1 for _ in fh) - 1)
     active = {}
     if study.strategy == "active":  # it runs part of the pool: progress is the FLOP budget
-        from raysweep.active import parse_options
+        from raysweep.active.options import parse_options
 
         active = {"active_budget_flops": parse_options(dict(study.search), pool).budget_flops,
                   "active_spent_flops": spent}
@@ -375,31 +310,3 @@ def status_summary(study: Study, out: str | Path) -> dict:
         "extra_in_registry": len(set(state) - ids), "rows_in_table": n_table,
         "wall_hours": hours, "by_format": by_format,
     }
-
-
-def cmd_status(args) -> int:
-    target = Path(args.study)
-    out = args.out
-    if target.is_dir():  # an output directory: read its resolved study
-        if not (target / "study.yaml").exists():
-            raise RaysweepError(f"status: {target} has no study.yaml; allowed: a study YAML "
-                                "or a study output directory")
-        study, out = load_study(target / "study.yaml"), str(target.resolve().parent)
-    else:
-        study = load_study(target)
-    s = status_summary(study, out)
-    if args.json:
-        print(json.dumps(s, indent=1))
-        return 0
-    print(f"study {s['study']} ({s['dir']}): {s['done']}/{s['n_trials']} done "
-          f"({s['diverged']} diverged), {s['failed']} failed, {s['pending']} pending; "
-          f"{s['rows_in_table'] if s['rows_in_table'] is not None else 0} rows in the table; "
-          f"{s['wall_hours']:.3f} trial-hours")
-    if "active_budget_flops" in s:
-        print(f"  active search: {s['active_spent_flops']:.3g} of its "
-              f"{s['active_budget_flops']:.3g}-FLOP budget spent "
-              f"({100 * s['active_spent_flops'] / s['active_budget_flops']:.0f}%; the pending "
-              "candidates are not all meant to run)")
-    for fmt, f in s["by_format"].items():
-        print(f"  {fmt:28} {f['done']:>4}/{f['total']:<4} done  {f['failed']} failed")
-    return 0

@@ -16,27 +16,23 @@ instead of silently keeping the last value.
 from __future__ import annotations
 
 import difflib
-import math
+import re
 from collections.abc import Iterable
 from typing import Any
 
-from raysweep.errors import StudyError
+from raysweep.errors import StudyError, bad_value, check_number
+
+
+def _where(file: str, key: str) -> str:
+    return f"{file}: {key}" if key else file
 
 
 def err(file: str, key: str, value: Any, problem: str, allowed: Any = None) -> StudyError:
     """A StudyError naming the file, the key path, the bad value and the allowed values."""
-    where = f"{file}: {key}" if key else file
-    msg = f"{where}: got {_short(value)}: {problem}"
-    if allowed is not None:
-        if isinstance(allowed, (list, tuple)):
-            allowed = ", ".join(str(a) for a in allowed)
-        msg += f"; allowed: {allowed}"
-    return StudyError(msg)
+    return bad_value(_where(file, key), value, problem, allowed, StudyError)
 
 
-def _short(value: Any) -> str:
-    s = repr(value)
-    return s if len(s) <= 80 else s[:77] + "..."
+_SCI_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$")
 
 
 def load_yaml(text: str, file: str) -> Any:
@@ -45,6 +41,10 @@ def load_yaml(text: str, file: str) -> Any:
 
     class _Loader(yaml.SafeLoader):
         pass
+
+    # YAML 1.1 (PyYAML) reads 1e18 (no dot) as a string; YAML 1.2 and every user read it
+    # as a number, so every numeric field of every file accepts it.
+    _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _SCI_FLOAT, list("-+0123456789"))
 
     def _mapping(loader, node, deep=False):
         keys = set()
@@ -92,19 +92,6 @@ def req_str(file: str, key: str, value: Any) -> str:
 
 
 def req_num(file: str, key: str, value: Any, lo: float | None = None, hi: float | None = None,
-            integer: bool = False) -> float:
-    """A finite number within [lo, hi] (booleans are not numbers here)."""
-    kind = "an integer" if integer else "a number"
-    rng = f" in [{lo}, {hi}]" if hi is not None else (f" >= {lo}" if lo is not None else "")
-    if isinstance(value, str):
-        try:  # YAML reads 1e6 (no dot) as a string
-            value = float(value)
-        except ValueError:
-            raise err(file, key, value, f"not {kind}", f"{kind}{rng}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise err(file, key, value, f"not {kind}", f"{kind}{rng}")
-    if integer and not float(value).is_integer():
-        raise err(file, key, value, f"not {kind}", f"{kind}{rng}")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise err(file, key, value, "out of range", f"{kind}{rng}")
-    return value
+            integer: bool = False, open_lo: bool = False) -> float | int:
+    """A finite number within [lo, hi] (:func:`raysweep.errors.check_number`, as a StudyError)."""
+    return check_number(_where(file, key), value, lo, hi, integer, open_lo, StudyError)

@@ -9,7 +9,7 @@ The recipe (paper.md §4; cpu-scale.md for the tiny-model defaults):
 1. AdamW, betas (0.9, 0.95), eps 1e-8; weight decay 0.1 on the weight matrices
    of every linear layer (attention, MLP, and the output head, which is a
    linear map too); none on the embedding and the norm gains.
-2. Peak LR from :func:`raysweep.sizes.default_lr` (paper table for presets,
+2. Peak LR from :func:`raysweep.train.sizes.default_lr` (paper table for presets,
    ``3e-3 * sqrt(128 / d_model)`` for tiny sizes) unless ``lr`` is given;
    linear warm-up over ``warmup_frac`` (10%) of the steps, then cosine to peak / 10.
 3. Gradient clipping at global norm 1.0; bf16 autocast on CUDA, fp32 on CPU.
@@ -36,15 +36,15 @@ uninterrupted one.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 
+from raysweep.atomic import atomic_write
 from raysweep.errors import RaysweepError
-from raysweep.train_config import describe_allowed, resolve_config
+from raysweep.results import run_flops
+from raysweep.train.config import resolve_config
 
 ROW_KEYS = ("n_params", "n_layers", "d_model", "tokens", "tokens_per_param", "seed", "weights",
             "activations", "loss", "train_loss", "gmse_weights", "gmse_activations",
@@ -53,7 +53,7 @@ ROW_KEYS = ("n_params", "n_layers", "d_model", "tokens", "tokens_per_param", "se
 
 FINAL_EVAL_BATCH = 8  # windows per final-eval batch (independent of batch_size)
 
-__all__ = ["ROW_KEYS", "describe_allowed", "resolve_config", "train", "cmd_train"]
+__all__ = ["ROW_KEYS", "train"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -61,12 +61,8 @@ __all__ = ["ROW_KEYS", "describe_allowed", "resolve_config", "train", "cmd_train
 
 def rep_info(spec: str) -> tuple[float, float, bool]:
     """(gmse, bits_per_element, is_identity) of a spec via :func:`raysweep.formats.parse`."""
-    try:
-        from raysweep.formats import parse
-    except ImportError:  # formats not built yet: only the identity specs are known
-        if spec.strip().lower() in ("bf16", "none"):
-            return 0.0, 16.0, True
-        raise
+    from raysweep.formats import parse
+
     rep = parse(spec)
     return float(rep.gmse().value), float(rep.bits_per_element), bool(rep.is_identity)
 
@@ -99,9 +95,7 @@ def _save(path: str, state: dict) -> None:
     import torch
 
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 @contextlib.contextmanager
@@ -118,12 +112,12 @@ def build_model(cfg: dict, vocab: int, device):
     """The model of ``cfg`` on ``device``, with compressed linears when a spec is not identity."""
     import torch
 
-    from raysweep.model import GPT, is_compressible
+    from raysweep.train.model import GPT, is_compressible
 
     torch.manual_seed(cfg["seed"])
     model = GPT(cfg["n_layers"], cfg["d_model"], cfg["n_heads"], vocab).to(device)
     if not (cfg["_w_identity"] and cfg["_a_identity"]):
-        from raysweep.layers import convert_linears
+        from raysweep.train.layers import convert_linears
 
         convert_linears(model, cfg["weights"], cfg["activations"], filter_fn=is_compressible,
                         estimator=cfg["estimator"], backend=cfg["backend"])
@@ -147,7 +141,7 @@ def train(config: dict, report: Callable[[dict], None] | None = None) -> dict:
     """Train one model as ``config`` says; return the result row (see module docstring)."""
     import torch
 
-    from raysweep.data import (
+    from raysweep.train.data import (
         DeviceBatches,
         check_lengths,
         load_corpus,
@@ -275,7 +269,7 @@ def train(config: dict, report: Callable[[dict], None] | None = None) -> dict:
         "seed": seed, "weights": cfg["weights"], "activations": cfg["activations"],
         "loss": loss, "train_loss": last_train,
         "gmse_weights": gw, "gmse_activations": ga, "bits_weights": bw, "bits_activations": ba,
-        "flops": 6.0 * n_params * tokens,
+        "flops": run_flops(n_params, tokens),
         "wall_s": prev_wall + time.perf_counter() - t_start,
         "tokens_per_s": (step - step0) * bsz * seq / max(1e-9, train_time[0]),
         "status": status, "error": error, "data_hash": corpus.hash,
@@ -293,76 +287,3 @@ def train(config: dict, report: Callable[[dict], None] | None = None) -> dict:
                 "val_loss": loss, "tokens_per_s": row["tokens_per_s"], "loss": loss,
                 "status": status, "done": True})
     return row
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def parse_set(items: list[str]) -> dict:
-    """``--set KEY=VALUE`` pairs: VALUE read as JSON (numbers, true/false, null), else a string."""
-    out = {}
-    for item in items:
-        key, sep, val = item.partition("=")
-        if not sep or not key.strip():
-            raise RaysweepError(f"--set: expected KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = json.loads(val)
-        except ValueError:
-            out[key.strip()] = val
-    return out
-
-
-def config_from_args(args) -> dict:
-    """The training config of a ``raysweep train`` command line."""
-    config = {"size": args.size, "weights": args.weights, "activations": args.activations,
-              "seed": args.seed, "backend": args.backend}
-    for key in ("tokens", "tokens_per_param", "data", "estimator", "device"):
-        if getattr(args, key, None) is not None:
-            config[key] = getattr(args, key)
-    config.update(parse_set(args.set))
-    return config
-
-
-def _progress(d: dict) -> None:
-    if d.get("done"):
-        return
-    print(f"step {d['step']:>6}  tokens {d['tokens']:>10,}  train {d['train_loss']:.4f}  "
-          f"val {d['val_loss']:.4f}  {d['tokens_per_s']:,.0f} tok/s", file=sys.stderr, flush=True)
-
-
-def _json_safe(row: dict) -> dict:
-    """NaN / inf become null: strict JSON has no NaN."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in row.items()}
-
-
-def cli_labels(config: dict, row: dict) -> dict:
-    """The label columns a results-table row has and a lone ``raysweep train`` lacks.
-
-    ``run_id``: :func:`raysweep.trials.run_id` of the resolved training config
-    (sha256 of its canonical JSON, run-location keys such as ``device`` left
-    out), so the same command gives the same id; ``study``: "" (no study);
-    ``format``: ``"<weights>|<activations>"``, as the results table labels a
-    representation without a name. Labels already in ``config`` win.
-    """
-    from raysweep.trials import run_id
-
-    return {"run_id": config.get("run_id") or run_id(resolve_config(config)),
-            "study": config.get("study") or "",
-            "format": config.get("format") or f"{row['weights']}|{row['activations']}"}
-
-
-def cmd_train(args) -> int:
-    """``raysweep train``: one run; a human summary, or the row as JSON with ``--json``."""
-    config = config_from_args(args)
-    row = train(config, report=_progress)
-    if args.json:
-        print(json.dumps(_json_safe({**cli_labels(config, row), **row})))
-    else:
-        print(f"{row['size']} ({row['n_layers']}x{row['d_model']}, N={row['n_params']:,}) "
-              f"W={row['weights']} A={row['activations']}: {row['tokens']:,} tokens "
-              f"in {row['wall_s']:.1f} s ({row['tokens_per_s']:,.0f} tok/s)")
-        print(f"status {row['status']}  val loss {row['loss']:.4f}  "
-              f"train loss {row['train_loss']:.4f}  data {row['data_hash']}"
-              + (f"\nerror: {row['error']}" if row["error"] else ""))
-    return 0 if row["status"] == "ok" else 1

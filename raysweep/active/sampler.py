@@ -14,7 +14,7 @@ and goes on from there.
   (the pool is fixed, so the space need not be inferred from past trials);
 - ``sample_relative`` reads the history (COMPLETE = observed, RUNNING =
   pending, FAIL/PRUNED = failed) and returns the acquisition's next pick
-  (:meth:`raysweep.active_acq.ActiveDesign.propose`), or ``{}`` when it has none;
+  (:meth:`raysweep.active.acquisition.ActiveDesign.propose`), or ``{}`` when it has none;
 - ``sample_independent`` is the fallback when ``sample_relative`` gave nothing:
   a uniformly random candidate that is neither finished, pending nor excluded.
 
@@ -38,7 +38,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import TrialState
 
-from raysweep.active_acq import ActiveDesign, Proposal
+from raysweep.active.acquisition import ActiveDesign, Proposal
 
 PARAM = "candidate"
 INTERRUPTED = "interrupted_trials"  # study user attr: trial numbers closed by a resume
@@ -118,7 +118,7 @@ class ActiveSampler(BaseSampler):
 def open_study(name: str, pool: list[dict], opts, storage: str):
     """Create or reopen the persistent Optuna study of an active search.
 
-    ``opts``: :class:`raysweep.active.ActiveOptions`. Trials left RUNNING by a
+    ``opts``: :class:`raysweep.active.options.ActiveOptions`. Trials left RUNNING by a
     previous, interrupted session are closed as FAIL and listed in the study's
     ``interrupted_trials`` attribute, so their runs count neither as pending nor
     as failures and are proposed again if still worth it.
@@ -155,7 +155,7 @@ def tell_result(study: optuna.Study, number: int, result: dict | None, error: bo
     finite ``loss`` with ``status == "ok"`` (the row's status field, which the
     intermediate eval reports lack) and, when ``tokens`` is in the row and
     ``planned_tokens`` is given, the full token count reached. The sweep's
-    trainable (:func:`raysweep.backends.trainable`) reports the row as
+    trainable (:func:`raysweep.sweep.runners.trainable`) reports the row as
     ``row_json`` (status ``ok`` when the row has none) and a deterministic
     failure as ``failed_json``; a flat result with ``loss``/``status``/``tokens``
     works too. Tune's own
@@ -168,9 +168,9 @@ def tell_result(study: optuna.Study, number: int, result: dict | None, error: bo
     """
     result = result or {}
     row = result
-    if "failed_json" in result:  # raysweep.backends.trainable: a deterministic failure
+    if "failed_json" in result:  # raysweep.sweep.runners.trainable: a deterministic failure
         error = True
-    elif "row_json" in result:  # raysweep.backends.trainable: the final result row
+    elif "row_json" in result:  # raysweep.sweep.runners.trainable: the final result row
         row = {"status": "ok", "loss": result.get("loss"), **json.loads(result["row_json"])}
     loss = row.get("loss")
     status = row.get("status")

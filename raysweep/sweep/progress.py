@@ -39,7 +39,7 @@ from collections import deque
 
 from ray import tune
 
-from raysweep.registry import DONE, Registry, TableWriter
+from raysweep.sweep.registry import DONE, Registry, TableWriter
 
 
 def fmt_s(s: float) -> str:

@@ -2,7 +2,7 @@
 
 Active search needs, after every batch of finished runs, a *distribution* over
 the loss of every candidate run and of every target, not one best fit: the
-acquisition (:mod:`raysweep.active_acq`) scores a candidate by how much
+acquisition (:mod:`raysweep.active.acquisition`) scores a candidate by how much
 observing it would shrink the spread of the targets. This module provides that
 distribution as an ensemble of K fits of the decoupled law (paper §1)::
 

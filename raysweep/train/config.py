@@ -1,6 +1,6 @@
 """Training configs: the allowed keys, their defaults, and validation (torch-free).
 
-:func:`resolve_config` turns the dict given to :func:`raysweep.train.train`
+:func:`resolve_config` turns the dict given to :func:`raysweep.train.loop.train`
 into a complete one (every default filled in, the size resolved to layers,
 width and heads, the default LR computed), or raises a
 :class:`~raysweep.errors.RaysweepError` naming the key and its allowed values.
@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 import re
 
-from raysweep.errors import RaysweepError
-from raysweep.sizes import SIZE_FORMS, default_heads, default_lr, resolve_size
+from raysweep.errors import RaysweepError, as_number, bad_value
+from raysweep.train.sizes import SIZE_FORMS, default_heads, default_lr, resolve_size
 
 DEFAULT_TOKENS_PER_PARAM = 20.0
 ESTIMATOR_RE = re.compile(r"^(auto|ste|trust|mask|rbbm:(0(\.\d*)?|1(\.0*)?|\.\d+))$")
@@ -61,8 +61,8 @@ def describe_allowed() -> str:
     return "\n".join(f"{k} ({d!r}): {a}" for k, (_, d, a) in KEYS.items())
 
 
-def _bad(key: str, value, extra: str = "") -> RaysweepError:
-    return RaysweepError(f"config key {key!r}: bad value {value!r}{extra}; allowed: {KEYS[key][2]}")
+def _bad(key: str, value, problem: str = "") -> RaysweepError:
+    return bad_value(f"config key {key!r}", value, problem, KEYS[key][2])
 
 
 def _coerce(key: str, value):
@@ -76,6 +76,8 @@ def _coerce(key: str, value):
         return value
     if isinstance(value, bool):
         raise _bad(key, value)
+    if kind in ("int", "float"):
+        value = as_number(value)  # 1e6 read from YAML as a string
     if kind == "int":
         if isinstance(value, float) and value.is_integer():
             value = int(value)
@@ -133,7 +135,7 @@ def _resolve_shape(c: dict, vocab: int) -> None:
         raise RaysweepError(f"config key 'size': missing; give size ({SIZE_FORMS}) "
                             "or both n_layers and d_model")
     if c["n_heads"] < 1 or d_model % c["n_heads"] or (d_model // c["n_heads"]) % 2:
-        raise _bad("n_heads", c["n_heads"], f" for d_model={d_model}")
+        raise _bad("n_heads", c["n_heads"], f"not valid for d_model={d_model}")
     c["n_layers"], c["d_model"] = n_layers, d_model
 
 

@@ -2,7 +2,7 @@
 
 The sweep plans trials (FLOPs = 6 N D) before anything is trained, so the shape
 of a model and its parameter count N must be computable without importing torch
-or building the model. :mod:`raysweep.model` builds exactly the shapes resolved
+or building the model. :mod:`raysweep.train.model` builds exactly the shapes resolved
 here, and its tests check that ``count_params`` equals the built model's count.
 
 A size is one of
@@ -120,7 +120,7 @@ def resolve_size(size: str | int, vocab: int = 256) -> tuple[int, int, int]:
 
 
 def param_groups(n_layers: int, d_model: int, vocab: int) -> dict[str, int]:
-    """Parameter counts by group (the convention of :meth:`raysweep.model.GPT.param_counts`)."""
+    """Parameter counts by group (the convention of ``GPT.param_counts`` in train.model)."""
     h = mlp_hidden(d_model)
     groups = {
         "embedding": vocab * d_model,

@@ -1,7 +1,7 @@
 """A Llama-style decoder: pre-norm RMSNorm, RoPE, SwiGLU, untied embedding and head, no biases.
 
 The model the paper trains (paper.md §4), small enough to read in one sitting.
-Shapes come from :mod:`raysweep.sizes` (torch-free), so the sweep can count
+Shapes come from :mod:`raysweep.train.sizes` (torch-free), so the sweep can count
 parameters without building anything, and :meth:`GPT.param_counts` checks
 that the built model agrees.
 
@@ -9,7 +9,7 @@ Design notes:
 
 - The block's linear layers are plain ``nn.Linear`` modules named
   ``blocks.{i}.attn.qkv``, ``.attn.proj``, ``.mlp.gate_up``, ``.mlp.down``;
-  :func:`raysweep.layers.convert_linears` swaps them for ``CompressedLinear``
+  :func:`raysweep.train.layers.convert_linears` swaps them for ``CompressedLinear``
   (filter :func:`is_compressible`). The head (``head``) and the embedding stay
   dense, as do the norms.
 - q, k, v share one ``qkv`` matrix and the SwiGLU gate and up projections one
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raysweep.errors import RaysweepError
-from raysweep.sizes import mlp_hidden, param_groups
+from raysweep.train.sizes import mlp_hidden, param_groups
 
 ROPE_BASE = 10000.0
 NORM_EPS = 1e-6
@@ -197,5 +197,5 @@ class GPT(nn.Module):
         return groups
 
     def expected_counts(self) -> dict[str, int]:
-        """The same groups from :func:`raysweep.sizes.param_groups` (no module walk)."""
+        """The same groups from :func:`raysweep.train.sizes.param_groups` (no module walk)."""
         return param_groups(self.n_layers, self.d_model, self.vocab)

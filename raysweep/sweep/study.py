@@ -12,7 +12,8 @@ keys are errors), every unknown key, wrong type and impossible value raises
 :class:`~raysweep.errors.StudyError` naming the file, the key path, the bad
 value and the allowed values, and the whole study is validated before anything
 is started or written. The result is immutable (frozen dataclasses); trial
-configs are derived from it by :func:`expand`, never by mutating it.
+configs are derived from it by :func:`raysweep.sweep.trials.expand`, never by
+mutating it.
 
 Representations can be given three ways, mixed freely in one list::
 
@@ -26,7 +27,7 @@ A ``grid`` entry substitutes every combination of its list-valued axes into the
 ``name``. Any entry may override the study's ``sizes``, ``tokens_per_param`` /
 ``tokens``, ``seeds`` and ``estimator``. The schema, field by field, is in
 docs/sweep.md; the run id of a trial is a hash of its resolved config
-(:func:`run_id`), which makes re-running a study idempotent.
+(:func:`raysweep.results.run_id`), which makes re-running a study idempotent.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from raysweep.errors import RaysweepError, StudyError
-from raysweep.study_schema import (
+from raysweep.results import format_label
+from raysweep.sweep.checks import (
     check_keys,
     err,
     load_yaml,
@@ -47,10 +49,9 @@ from raysweep.study_schema import (
     req_num,
     req_str,
 )
-from raysweep.trials import expand, run_id, train_config
+from raysweep.sweep.trials import expand
 
-__all__ = ["Representation", "Resources", "Simulated", "Study", "expand", "load_study",
-           "parse_study", "run_id", "train_config"]
+__all__ = ["Representation", "Resources", "Simulated", "Study", "load_study", "parse_study"]
 
 VERSION = 1
 BACKENDS = ("train", "simulated", "replay")
@@ -213,7 +214,7 @@ def _sizes(f, key, value, vocab, required=False):
     if value is None and not required:
         return None
     items = req_list(f, key, value)
-    from raysweep import sizes as sz
+    from raysweep.train import sizes as sz
 
     out = []
     for i, s in enumerate(items):
@@ -253,12 +254,12 @@ def _seeds(f, key, value):
 
 
 def _training(f, raw, size):
-    """Training hyperparameters: train()'s own keys and checks (raysweep.train_config).
+    """Training hyperparameters: train()'s own keys and checks (raysweep.train.config).
 
     A key left out keeps train()'s default (docs/training.md), so the run ids of a
     study that does not set it follow the trainer's recipe.
     """
-    from raysweep.train_config import KEYS, resolve_config
+    from raysweep.train.config import KEYS, resolve_config
 
     allowed = [k for k in KEYS if k not in TRIAL_AXES]
     if not isinstance(raw, dict):
@@ -320,7 +321,7 @@ def _representations(f, raw, vocab, default_estimator):
             w = _spec(f, f"{key}.weights", entry.get("weights", "bf16"))
             a = _spec(f, f"{key}.activations", entry.get("activations", "bf16"))
             name = entry.get("name")
-            name = f"{w}|{a}" if name is None else req_str(f, f"{key}.name", name)
+            name = format_label(w, a) if name is None else req_str(f, f"{key}.name", name)
             reps.append(Representation(name, w, a, **_rep_overrides(f, key, entry, vocab)))
     seen: dict[str, int] = {}
     for j, r in enumerate(reps):
@@ -341,7 +342,7 @@ def _product(f, key, raw, over):
     acts = [_spec(f, f"{key}.activations[{i}]", s)
             for i, s in enumerate(req_list(f, f"{key}.activations",
                                            raw.get("activations", ["bf16"])))]
-    return [Representation(f"{w}|{a}", w, a, **over) for w in ws for a in acts]
+    return [Representation(format_label(w, a), w, a, **over) for w in ws for a in acts]
 
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -381,7 +382,7 @@ def _grid(f, key, raw, over):
         env = {n: _fmt(v) for n, v in zip(names, combo)}
         w = _spec(f, f"{key}.weights", (templates["weights"] or "bf16").format(**env))
         a = _spec(f, f"{key}.activations", (templates["activations"] or "bf16").format(**env))
-        nm = templates["name"].format(**env) if templates["name"] else f"{w}|{a}"
+        nm = templates["name"].format(**env) if templates["name"] else format_label(w, a)
         out.append(Representation(nm, w, a, **over))
     return out
 
@@ -416,7 +417,7 @@ def _search(f, raw):
         extra = sorted(set(raw) - {"strategy"})[0]
         raise err(f, f"search.{extra}", raw[extra], "grid search takes no options",
                   ["strategy"])
-    # Options of the active strategy are validated by raysweep.active (its owner).
+    # Options of the active strategy are validated by raysweep.active.options (its owner).
     return {"strategy": strategy, **{k: v for k, v in raw.items() if k != "strategy"}}
 
 

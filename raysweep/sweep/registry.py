@@ -24,16 +24,12 @@ reports twice (a retry racing a node failure).
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-from raysweep.atomic import atomic_write
-from raysweep.backends import COLUMNS
-
-DONE = ("ok", "diverged")  # statuses of a finished trial (never re-run)
+from raysweep.results import DONE, write_table
 
 
 class Registry:
@@ -90,48 +86,6 @@ class Registry:
 
 def _clean(row: dict) -> dict:
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-
-
-def rows_frame(rows: list[dict]):
-    """A DataFrame with the contract columns first (missing ones as NaN/empty)."""
-    import pandas as pd
-
-    df = pd.DataFrame(rows)
-    for c in COLUMNS:
-        if c not in df.columns:
-            df[c] = "" if c in ("error", "status") else math.nan
-    extra = [c for c in df.columns if c not in COLUMNS]
-    df = df[list(COLUMNS) + extra]
-    if "error" in df:
-        df["error"] = df["error"].fillna("").astype(str)
-    return df
-
-
-def write_table(study_dir: str | Path, rows: list[dict]) -> None:
-    """Write results.csv and results.parquet atomically (temp file + os.replace)."""
-    d = Path(study_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    df = rows_frame(rows)
-    for name, writer in (("results.csv", lambda p: df.to_csv(p, index=False)),
-                         ("results.parquet", lambda p: _parquet(df, p))):
-        atomic_write(d / name, writer)
-
-
-def _parquet(df, path: str) -> None:
-    # object columns of mixed types (e.g. a replayed table's extras) become strings
-    out = df.copy()
-    for c in out.columns:
-        if out[c].dtype == object and c not in ("weights", "activations", "format"):
-            out[c] = out[c].map(lambda v: v if v is None or isinstance(v, str) else str(v))
-    out.to_parquet(path, index=False)
-
-
-def read_table(path: str | Path):
-    """Read a results table (.csv or .parquet)."""
-    import pandas as pd
-
-    p = str(path)
-    return pd.read_parquet(p) if p.endswith(".parquet") else pd.read_csv(p)
 
 
 class TableWriter:

@@ -12,7 +12,7 @@ adapter does all three in ~100 lines, on the same persistent Optuna study.
 Flow: ``suggest`` asks the sampler whether it has a pick (``peek``); with one,
 it opens an Optuna trial (RUNNING = pending for the next picks) and returns a
 copy of that pool config; ``on_trial_complete`` closes the Optuna trial with
-:func:`raysweep.active_optuna.tell_result`: COMPLETE only for the trainer's
+:func:`raysweep.active.sampler.tell_result`: COMPLETE only for the trainer's
 final result row (``status == "ok"``, finite ``loss``, full ``tokens``), never
 on Tune's ``done`` flag, which Tune also sets on trials ASHA stops early.
 At most ``batch`` trials run at once.
@@ -26,7 +26,8 @@ from pathlib import Path
 
 from ray.tune.search import Searcher
 
-from raysweep.active_optuna import ActiveSampler, ask, tell_result
+from raysweep.active.options import parse_options
+from raysweep.active.sampler import ActiveSampler, ask, open_study, tell_result
 
 STOP_REASONS = ("budget", "target_std", "exhausted")
 
@@ -35,7 +36,7 @@ class ActiveSearcher(Searcher):
     """Hands out pool configs chosen by :class:`ActiveSampler`; ends when the budget is spent.
 
     Args:
-        study: the persistent Optuna study (:func:`raysweep.active_optuna.open_study`).
+        study: the persistent Optuna study (:func:`raysweep.active.sampler.open_study`).
         sampler: its :class:`ActiveSampler`.
         pool: the trial configs, in the sampler's order.
         batch: most trials in flight at once.
@@ -92,3 +93,26 @@ class ActiveSearcher(Searcher):
         state = json.loads(Path(checkpoint_path).read_text())
         self.live = {k: tuple(v) for k, v in state["live"].items()}
         self.told = state["told"]
+
+
+def default_storage(out_dir: str | Path) -> str:
+    """SQLite URL of the Optuna study inside the study's output directory."""
+    p = Path(out_dir).resolve()
+    p.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{p / 'active.db'}"
+
+
+def make_searcher(study, pool: list[dict], out_dir: str | Path):
+    """The Ray Tune Searcher of ``search: {strategy: active}`` (the sweep's entry point).
+
+    ``study``: a :class:`raysweep.sweep.study.Study` (only ``name`` and ``search`` are
+    read); ``pool``: its trial configs (:func:`raysweep.sweep.study.expand`);
+    ``out_dir``: the study's output directory (holds ``active.db``). The
+    searcher hands out configs from ``pool`` (copies) and returns
+    ``Searcher.FINISHED`` when the budget is spent; run the Tuner with
+    ``num_samples=-1`` (or ``len(pool)``) and let the searcher end the run.
+    """
+    opts = parse_options(dict(study.search), pool)
+    storage = opts.storage or default_storage(out_dir)
+    ostudy, sampler = open_study(study.name, pool, opts, storage)
+    return ActiveSearcher(ostudy, sampler, pool, batch=opts.batch)

@@ -1,6 +1,6 @@
 """The generated tables of docs/results.md, rendered from committed reference studies.
 
-``python -m raysweep.refdoc [DOC] [--check]``
+``python -m raysweep.fit.results_page [DOC] [--check]``
 
 DOC (default ``docs/results.md``) holds blocks delimited by
 ``<!-- refdoc:NAME -->`` and ``<!-- /refdoc:NAME -->``. Each is replaced by tables
@@ -23,14 +23,14 @@ import sys
 from pathlib import Path
 
 from raysweep.errors import RaysweepError
-from raysweep.report import _ci, _fmt, gmse_ordering, markdown_table
+from raysweep.fit.report import fmt, fmt_ci, gmse_ordering, markdown_table
 
 BLOCK = re.compile(
     r"(<!-- refdoc:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /refdoc:(?P=name) -->)", re.S)
 
 
 def _fmt3(v) -> str:
-    return _fmt(v, 3)
+    return fmt(v, 3)
 
 
 def _flag(flags: dict, *names: str) -> str:
@@ -46,17 +46,18 @@ def render(fit: dict, name: str) -> str:
     dec = fit.get("decoupled", {})
     ci_note = ("Intervals: 95% bootstrap over runs." if fit.get("ci") else
                "No intervals (fit.json made with --bootstrap 0).")
-    lines = [f"Generated from `data/reference/{name}/fit.json` by `python -m raysweep.refdoc`"
+    lines = [f"Generated from `data/reference/{name}/fit.json` by "
+             "`python -m raysweep.fit.results_page`"
              f" ({fit.get('n_points', '?')} runs). {ci_note}", ""]
     lines += ["Fit quality (RMSE on the fitted runs):", ""]
     lines += markdown_table(["law", "runs", "RMSE log-loss", "RMSE loss", "status"],
                     [[law, r.get("n_points", "-"), _fmt3(r.get("rmse_log")), _fmt3(r.get("rmse")),
                       r.get("status", "error")] for law, r in fit.get("laws", {}).items()])
     if "params" in fit:
-        rows = [[k, _fmt(v, 4), _ci(fit["ci"].get(k)), _ci(dec.get("ci", {}).get(k)),
-                 _fmt(dec.get("params", {}).get(k), 4), _flag(fit["flags"], k)]
+        rows = [[k, fmt(v, 4), fmt_ci(fit["ci"].get(k)), fmt_ci(dec.get("ci", {}).get(k)),
+                 fmt(dec.get("params", {}).get(k), 4), _flag(fit["flags"], k)]
                 for k, v in fit["params"].items()]
-        rows += [[f"{fam}.{k}", _fmt(v, 4), _ci(fit["ci"].get(f"{fam}.{k}")), "-", "-",
+        rows += [[f"{fam}.{k}", fmt(v, 4), fmt_ci(fit["ci"].get(f"{fam}.{k}")), "-", "-",
                   _flag(fit["flags"], f"{fam}.{k}", fam)]
                  for fam, ps in fit.get("capacity", {}).items() for k, v in ps.items()]
         lines += ["", "Parameters, unified (tanh) law and decoupled law:", ""]
@@ -72,7 +73,7 @@ def render(fit: dict, name: str) -> str:
         parts = ", ".join(f"{p['role'][0].upper()}:{p['spec']} {_fmt3(p['gmse'])}"
                           for p in f["parts"])
         one = single.get(lab)
-        rows.append([lab, parts, f["runs"], _fmt3(f["rho_free"]), _ci(f["rho_free_ci"]),
+        rows.append([lab, parts, f["runs"], _fmt3(f["rho_free"]), fmt_ci(f["rho_free_ci"]),
                      _fmt3(f["rho_unified"]), _fmt3(f.get("rho_paper")),
                      _fmt3(sum(one) / len(one)) if one else "-"])
     lines += ["", "Capacity per format (GMSE per part; free rho = decoupled law; paper law = "
@@ -97,8 +98,8 @@ def render(fit: dict, name: str) -> str:
                       f"marginals; max |error| {_fmt3(comp['max_abs_error'])}, mean "
                       f"{_fmt3(comp['mean_abs_error'])}):", ""]
         lines += markdown_table(["format", "measured", "measured 95%", "product", "error"],
-                        [[e["format"], _fmt3(e["measured"]), _ci(e.get("measured_ci")),
-                          _fmt3(e["product"]), _fmt(e["error"], 2)] for e in comp["entries"]])
+                        [[e["format"], _fmt3(e["measured"]), fmt_ci(e.get("measured_ci")),
+                          _fmt3(e["product"]), fmt(e["error"], 2)] for e in comp["entries"]])
     elif comp.get("note"):
         lines += ["", f"Composability: {comp['note']}."]
     return "\n".join(lines) + "\n"
@@ -133,8 +134,8 @@ def update(doc: Path, root: Path, check: bool = False) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m raysweep.refdoc", description=__doc__.split(
-        "\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m raysweep.fit.results_page",
+                                 description=__doc__.split("\n")[0])
     ap.add_argument("doc", nargs="?", default="docs/results.md")
     ap.add_argument("--root", default=".", help="repository root (holds data/reference/)")
     ap.add_argument("--check", action="store_true", help="exit 1 if a block is out of date")
