@@ -9,7 +9,9 @@ a command becomes a one-line ``raysweep: error: ...`` on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 
 # command -> "module:function"; the function takes the parsed args, returns the exit code.
@@ -137,8 +139,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"raysweep: error: {' '.join(str(exc).splitlines())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("raysweep: interrupted", file=sys.stderr)
+        hint = "; run the same command again to resume" if args.command == "run" else ""
+        print(f"raysweep: interrupted{hint}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `raysweep status | head -1`: the reader left, nothing to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        print(f"raysweep: error: {exc.filename or 'disk'}: no space left on the device; "
+              "nothing half-written was published (free space and run again)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -17,16 +17,27 @@ def write_atomic(path: str | Path, text: str | bytes, mkdir: bool = True) -> Pat
 
     The file gets the usual mode of a new file (:func:`raysweep.atomic.file_mode`). With
     ``mkdir=False`` a missing parent directory is a FitError naming the path
-    (``raysweep fit --json`` into a mistyped directory must not create it).
+    (``raysweep fit --json`` into a mistyped directory must not create it), and so is
+    a path that is an existing directory.
     """
     path = Path(path)
     if mkdir:
         path.parent.mkdir(parents=True, exist_ok=True)
-    elif not path.parent.is_dir():
-        from raysweep.errors import FitError
-
-        raise FitError(f"--json {str(path)!r}: directory {str(path.parent)!r} does not exist")
+    else:
+        check_json_path(path)
     return atomic_write_bytes(path, text.encode() if isinstance(text, str) else text)
+
+
+def check_json_path(path: str | Path) -> None:
+    """``--json OUT``: OUT must be a file path in an existing directory (a FitError)."""
+    from raysweep.errors import FitError
+
+    path = Path(path)
+    if path.is_dir():
+        raise FitError(f"--json {str(path)!r}: is a directory; allowed: a file path "
+                       f"(e.g. {str(path / 'fit.json')!r})")
+    if not path.parent.is_dir():
+        raise FitError(f"--json {str(path)!r}: directory {str(path.parent)!r} does not exist")
 
 
 def write_json(path: str | Path, obj: dict, mkdir: bool = True) -> Path:
@@ -90,9 +101,8 @@ def cmd_fit(args) -> int:
     if args.bootstrap < 0:
         raise FitError(f"--bootstrap must be >= 0 (number of refits; 0 = none), "
                        f"got {args.bootstrap}")
-    if args.json and not Path(args.json).parent.is_dir():
-        raise FitError(f"--json {args.json!r}: directory {str(Path(args.json).parent)!r} "
-                       "does not exist")
+    if args.json:
+        check_json_path(args.json)
     df = read_table(args.table)
     res = fit_table(df, law=args.law, bootstrap=args.bootstrap, holdout=args.holdout,
                     seed=getattr(args, "seed", 0),

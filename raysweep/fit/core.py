@@ -20,9 +20,11 @@ on two worker processes; intervals are the 2.5/97.5 percentiles.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import enum
 import math
+import operator
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -33,8 +35,8 @@ from multiprocessing import get_context
 import numpy as np
 import pandas as pd
 
-from raysweep.errors import FitError
-from raysweep.fit.data import Design, clean_rows, make_design
+from raysweep.errors import FitError, short_repr
+from raysweep.fit.data import Design, check_share, clean_rows, make_design, table_families
 from raysweep.fit.laws import BASE, Frantar, Law, make_law
 from raysweep.fit.optimize import DELTA, Objective, multistart, polish
 
@@ -117,6 +119,8 @@ def _fit_table(df, law, bootstrap, holdout, seed, **opts) -> FitResult:
         raise FitError(f"fit_table: share must map family names to family names, got {share!r}")
     delta = float(opts.get("delta", DELTA))
     df, notes = clean_rows(df)
+    if share:
+        check_share(share, table_families(df))
     held = _holdout_rows(df, holdout)
     train_df = df[~held]
     design = make_design(train_df, clean=False, share=share)
@@ -157,15 +161,199 @@ def _fit_table(df, law, bootstrap, holdout, seed, **opts) -> FitResult:
 def _holdout_rows(df: pd.DataFrame, expr: str | None) -> np.ndarray:
     if not expr:
         return np.zeros(len(df), bool)
-    try:
-        picked = df.query(expr)
-    except Exception as exc:  # pandas raises many types for a bad query
-        raise FitError(f"--holdout {expr!r} is not a valid pandas query over the columns "
-                       f"{sorted(map(str, df.columns))}: {exc}") from exc
-    held = df.index.isin(picked.index)
+    held = holdout_mask(df, expr)
+    if not held.any():
+        raise FitError(f"--holdout {_q(expr)} selects no row; nothing would be scored "
+                       f"(columns: {sorted(map(str, df.columns))})")
     if held.all():
-        raise FitError(f"--holdout {expr!r} selects every row; nothing is left to fit")
+        raise FitError(f"--holdout {_q(expr)} selects every row; nothing is left to fit")
     return held
+
+
+# --holdout EXPR: a small safe parser (never eval, df.query or df.eval: pandas' query
+# resolves ``@`` names and calls, so ``@pd.io.common.os.system('...')`` ran a command).
+HOLDOUT_FORMS = ("COLUMN OP LITERAL or LITERAL OP COLUMN with OP one of == != < <= > >= "
+                 "(chains such as 1e7 < n_params <= 1e8 too), COLUMN in [LITERAL, ...], "
+                 "COLUMN not in [LITERAL, ...], a bool column alone, combined with and, or, "
+                 "not (or &, |, ~) and parentheses; LITERAL: a number (1e18, 2.5e8, -3) or a "
+                 "quoted string; a column name that is not an identifier in `backticks`")
+_CMP = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt,
+        ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge}
+_FLIP = {ast.Eq: ast.Eq, ast.NotEq: ast.NotEq, ast.Lt: ast.Gt, ast.LtE: ast.GtE,
+         ast.Gt: ast.Lt, ast.GtE: ast.LtE}
+_COL = "__raysweep_col{}__"
+_MAX_DEPTH = 64
+
+
+def _q(expr) -> str:
+    return short_repr(expr, 200)
+
+
+class _HoldoutSyntax(Exception):
+    """A form outside the grammar (turned into a FitError naming the expression)."""
+
+
+def holdout_mask(df: pd.DataFrame, expr: str) -> np.ndarray:
+    """Boolean mask of the rows ``expr`` selects; see :data:`HOLDOUT_FORMS` for the grammar.
+
+    ``&``, ``|`` and ``~`` (outside quotes) are read as ``and``, ``or`` and ``not``
+    with their precedence (as pandas' query does), so ``n_params > 1e8 & tokens < 1e9``
+    means what it says. The expression is parsed with :mod:`ast` and only a whitelist
+    of node types is evaluated, column by column, against literals.
+    """
+    if not isinstance(expr, str):
+        raise FitError(f"--holdout {_q(expr)}: expected a string; allowed: {HOLDOUT_FORMS}")
+    try:
+        text, names = _rewrite_holdout(expr)
+        tree = ast.parse(text.strip(), mode="eval")
+        mask = _HoldoutEval(df, names, expr).mask(tree.body, 0)
+    except FitError:
+        raise
+    except (_HoldoutSyntax, SyntaxError, ValueError, TypeError, RecursionError,
+            MemoryError) as exc:
+        why = exc.msg if isinstance(exc, SyntaxError) else str(exc) or type(exc).__name__
+        raise FitError(f"--holdout {_q(expr)} is not a valid expression ({why}); allowed: "
+                       f"{HOLDOUT_FORMS}") from None
+    return np.asarray(mask, dtype=bool)
+
+
+def _rewrite_holdout(expr: str) -> tuple[str, dict]:
+    """Outside quoted strings: ``&``/``|``/``~`` -> ``and``/``or``/``not``, and each
+    `` `column name` `` -> a placeholder identifier (a column name, never code)."""
+    out, names, i, n = [], {}, 0, len(expr)
+    while i < n:
+        c = expr[i]
+        if c in "'\"":
+            q = c * 3 if expr.startswith(c * 3, i) else c
+            j = i + len(q)
+            while j < n and not expr.startswith(q, j):
+                j += 2 if expr[j] == "\\" else 1
+            if j >= n:
+                raise _HoldoutSyntax("unterminated string")
+            out.append(expr[i:j + len(q)])
+            i = j + len(q)
+        elif c == "`":
+            j = expr.find("`", i + 1)
+            if j < 0:
+                raise _HoldoutSyntax("unterminated `column name`")
+            key = _COL.format(len(names))
+            names[key] = expr[i + 1:j]
+            out.append(f" {key} ")
+            i = j + 1
+        elif c == "@":
+            raise _HoldoutSyntax("'@' names are not allowed: only the table's columns")
+        else:
+            out.append({"&": " and ", "|": " or ", "~": " not "}.get(c, c))
+            i += 1
+    return "".join(out), names
+
+
+class _HoldoutEval:
+    def __init__(self, df: pd.DataFrame, quoted: dict, expr: str):
+        self.df, self.quoted, self.expr = df, quoted, expr
+
+    def mask(self, node: ast.AST, depth: int) -> np.ndarray:
+        if depth > _MAX_DEPTH:
+            raise _HoldoutSyntax(f"nested deeper than {_MAX_DEPTH}")
+        if isinstance(node, ast.BoolOp):
+            parts = [self.mask(v, depth + 1) for v in node.values]
+            how = np.logical_and if isinstance(node.op, ast.And) else np.logical_or
+            return how.reduce(parts)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            return ~self.mask(node.operand, depth + 1)
+        if isinstance(node, ast.Compare):
+            out = np.ones(len(self.df), bool)
+            left = node.left
+            for op, right in zip(node.ops, node.comparators):
+                out &= self._compare(left, op, right)
+                left = right
+            return out
+        col = self._column(node)
+        if col is not None:
+            s = self.df[col]
+            if not pd.api.types.is_bool_dtype(s):
+                raise _HoldoutSyntax(f"column {col!r} alone is not a condition (it is not "
+                                     "a bool column): compare it with a literal")
+            return s.fillna(False).to_numpy(dtype=bool)
+        raise _HoldoutSyntax(f"{_describe(node)} is not a comparison")
+
+    def _column(self, node: ast.AST) -> str | None:
+        """The column a Name node names (None if the node is not a Name)."""
+        if not isinstance(node, ast.Name):
+            return None
+        name = self.quoted.get(node.id, node.id)
+        if name not in self.df.columns:
+            raise FitError(f"--holdout {_q(self.expr)}: unknown column {name!r}; allowed: the "
+                           f"table's columns "
+                           f"{sorted(map(str, self.df.columns))} (quote a string value: "
+                           "format == 'w3a3')")
+        return name
+
+    def _compare(self, a: ast.AST, op: ast.cmpop, b: ast.AST) -> np.ndarray:
+        ca, cb = self._column(a), self._column(b)
+        if ca is not None and cb is not None:
+            raise _HoldoutSyntax(f"{ca!r} compared with {cb!r}: compare a column with a "
+                                 "literal")
+        if ca is None and cb is None:
+            for side in (a, b):
+                try:
+                    _literal(side, lists=True)
+                except _HoldoutSyntax:  # name the call, attribute, arithmetic...
+                    raise _HoldoutSyntax(f"{_describe(side)} is neither a column nor a "
+                                         "literal") from None
+            raise _HoldoutSyntax("a comparison needs a column on one side")
+        if isinstance(op, (ast.In, ast.NotIn)):
+            if ca is None:
+                raise _HoldoutSyntax("'in' needs the column on the left: COLUMN in [...]")
+            values = _literal(b, lists=True)
+            if not isinstance(values, list):
+                raise _HoldoutSyntax("'in' needs a list of literals: COLUMN in [...]")
+            got = self.df[ca].isin(values).to_numpy(dtype=bool)
+            return ~got if isinstance(op, ast.NotIn) else got
+        if type(op) not in _CMP:
+            raise _HoldoutSyntax(f"operator {type(op).__name__} is not allowed")
+        col, lit = (ca, b) if ca is not None else (cb, a)
+        if ca is None:
+            op = _FLIP[type(op)]()
+        value = _literal(lit, lists=True)
+        s = self.df[col]
+        if isinstance(value, list):  # pandas: COLUMN == [..] is "in"
+            if not isinstance(op, (ast.Eq, ast.NotEq)):
+                raise _HoldoutSyntax("a list compares with == or != (or in, not in) only")
+            got = s.isin(value).to_numpy(dtype=bool)
+            return ~got if isinstance(op, ast.NotEq) else got
+        try:
+            res = _CMP[type(op)](s, value)
+        except TypeError as exc:
+            raise FitError(f"--holdout {_q(self.expr)}: column {col!r} ({s.dtype}) cannot be "
+                           f"compared with "
+                           f"{value!r}: {exc}") from None
+        return res.fillna(False).to_numpy(dtype=bool)
+
+
+def _literal(node: ast.AST, lists: bool = False):
+    """A number, string or bool constant (a sign allowed on numbers), or a list/tuple
+    of those when ``lists``."""
+    if lists and isinstance(node, (ast.List, ast.Tuple)):
+        return [_literal(e) for e in node.elts]
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        v = _literal(node.operand)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise _HoldoutSyntax("a sign applies to a number only")
+        return -v if isinstance(node.op, ast.USub) else v
+    if isinstance(node, ast.Constant) and isinstance(node.value, (bool, int, float, str)):
+        return node.value
+    raise _HoldoutSyntax(f"{_describe(node)} is not a literal")
+
+
+def _describe(node: ast.AST) -> str:
+    kind = {ast.Call: "a call", ast.Attribute: "an attribute access", ast.Subscript:
+            "a subscript", ast.BinOp: "arithmetic", ast.Lambda: "a lambda",
+            ast.JoinedStr: "an f-string"}.get(type(node), type(node).__name__)
+    try:
+        return f"{kind} ({short_repr(ast.unparse(node), 60)[1:-1]})"
+    except Exception:  # noqa: BLE001 - only for the message
+        return kind
 
 
 def _holdout_error(model: Law, theta: np.ndarray, hd: Design, notes: list) -> dict:

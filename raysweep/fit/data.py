@@ -37,6 +37,7 @@ from raysweep.results import is_dense, row_label
 
 REQUIRED = ("n_params", "tokens", "loss")
 ROLES = ("weights", "activations")
+MAX_LOSS = 1e6  # a cross-entropy above this (nats; ln of any vocabulary is < 20) is absurd
 DENSE_BITS = 16.0  # bits per element of the bf16 baseline (Pareto view, Kumar's P)
 
 
@@ -203,7 +204,10 @@ def check_columns(df: pd.DataFrame) -> None:
 
 
 def clean_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Drop rows whose ``status`` is not ``ok``; reject NaN or non-positive numbers."""
+    """Drop rows whose ``status`` is not ``ok``; reject NaN, infinite or non-positive
+    numbers in the required columns, and a loss above :data:`MAX_LOSS` (an ``ok`` run
+    with such a loss is a corrupt row, not data: a FitError naming the run, as for a
+    NaN loss; a run that diverged has status ``diverged`` and is left out)."""
     check_columns(df)
     notes = []
     if "status" in df.columns:
@@ -219,7 +223,41 @@ def clean_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
             ident = df.loc[first, "run_id"] if "run_id" in df.columns else f"row {first}"
             raise FitError(f"column {col!r} must be positive and finite: {int(bad.sum())} row(s) "
                            f"are NaN or <= 0 (first: {ident}, value {df.loc[first, col]!r})")
+    loss = pd.to_numeric(df["loss"], errors="coerce")
+    absurd = (loss > MAX_LOSS).to_numpy()
+    if absurd.any():
+        idents = [str(df.loc[i, "run_id"]) if "run_id" in df.columns else f"row {i}"
+                  for i in df.index[absurd]]
+        first = df.index[absurd][0]
+        raise FitError(f"column 'loss': {int(absurd.sum())} row(s) with status 'ok' have an "
+                       f"absurd loss above {MAX_LOSS:g} (first: {idents[0]}, value "
+                       f"{float(loss[first])!r}; runs: {', '.join(idents[:5])}"
+                       f"{', ...' if len(idents) > 5 else ''}); allowed: a validation loss "
+                       f"in (0, {MAX_LOSS:g}] (mark a diverged run's status 'diverged')")
     return df, notes
+
+
+def table_families(df: pd.DataFrame) -> tuple[str, ...]:
+    """The capacity families of the table's rows (their parts), sorted."""
+    use_specs = any(r in df.columns for r in ROLES)
+    return tuple(sorted({p.family for _, row in df.iterrows()
+                         for p in _row_parts(row, use_specs)}))
+
+
+def check_share(share: dict, families) -> None:
+    """``share`` (``--share-family FAM=TO``) must map families of the table onto
+    families of the table, and a target must not itself be shared onto another."""
+    present = sorted(families)
+    allowed = f"the table's families {present}" if present else (
+        "none: the table has no compressed rows, so no family")
+    for fam, to in share.items():
+        for name in (fam, to):
+            if name not in present:
+                raise FitError(f"--share-family {fam}={to}: family {name!r} is not in the "
+                               f"table; allowed: {allowed}")
+        if to != fam and share.get(to, to) != to:
+            raise FitError(f"--share-family {fam}={to}: {to!r} is itself shared onto "
+                           f"{share[to]!r}; share {fam} onto {share[to]} directly")
 
 
 def make_design(df: pd.DataFrame, clean: bool = True, share: dict | None = None) -> Design:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from pathlib import Path
 
 from raysweep.errors import FitError, RaysweepError
@@ -350,40 +351,56 @@ def _composability_blocks(comp) -> list:
     return out
 
 
+def md_text(text) -> str:
+    """Text for report.md: ``&``, ``<`` and ``>`` escaped (a format or study name such as
+    ``a<script>`` stays text, never raw HTML) and on one line (a newline in a name must
+    not start a markdown block)."""
+    return html.escape(" ".join(str(text).splitlines()), quote=False)
+
+
+def md_cell(value) -> str:
+    """A markdown table cell: :func:`md_text`, and ``|`` escaped (it would end the cell)."""
+    return md_text(value).replace("|", "\\|")
+
+
 def markdown_table(head: list[str], rows: list[list]) -> list[str]:
-    """A markdown table as lines (``|`` inside cells escaped)."""
-    return (["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            + ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |"
-               for row in rows])
+    """A markdown table as lines (every cell through :func:`md_cell`: ``|``, ``&``, ``<``,
+    ``>`` escaped)."""
+    return (["| " + " | ".join(md_cell(c) for c in head) + " |", "|" + "---|" * len(head)]
+            + ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in rows])
 
 
 def _markdown(blocks, study_dir: Path) -> str:
+    """report.md; every text from the table (names, notes, errors) goes through
+    :func:`md_text` / :func:`md_cell`."""
     lines = []
     for blk in blocks:
         if blk[0] == "h":
-            lines += ["#" * blk[1] + " " + blk[2], ""]
+            lines += ["#" * blk[1] + " " + md_text(blk[2]), ""]
         elif blk[0] == "p":
-            lines += [blk[1], ""]
+            lines += [md_text(blk[1]), ""]
         elif blk[0] == "ul":
-            lines += [f"- {x}" for x in blk[1]] + [""]
+            lines += [f"- {md_text(x)}" for x in blk[1]] + [""]
         elif blk[0] == "table":
             lines += markdown_table(blk[1], blk[2]) + [""]
         elif blk[0] == "img":
-            lines += [f"![{blk[1]}]({blk[2].relative_to(study_dir).as_posix()})", ""]
+            lines += [f"![{md_text(blk[1])}]({blk[2].relative_to(study_dir).as_posix()})", ""]
     return "\n".join(lines)
 
 
+_BOLD = re.compile(r"\*\*(.+?)\*\*")
+
+
 def _html(blocks) -> str:
+    """report.html; every text goes through ``html.escape`` (names from the table too)."""
     e = html.escape
     body = []
     for blk in blocks:
         if blk[0] == "h":
             body.append(f"<h{blk[1]}>{e(blk[2])}</h{blk[1]}>")
         elif blk[0] == "p":
-            text = e(blk[1])
-            while "**" in text:
-                text = text.replace("**", "<b>", 1).replace("**", "</b>", 1)
-            body.append(f"<p>{text}</p>")
+            # escape first, then bold **x** pairs: always balanced <b></b>, no other tag
+            body.append("<p>" + _BOLD.sub(r"<b>\1</b>", e(blk[1])) + "</p>")
         elif blk[0] == "ul":
             body.append("<ul>" + "".join(f"<li>{e(str(x))}</li>" for x in blk[1]) + "</ul>")
         elif blk[0] == "table":

@@ -32,6 +32,53 @@ def err(file: str, key: str, value: Any, problem: str, allowed: Any = None) -> S
     return bad_value(_where(file, key), value, problem, allowed, StudyError)
 
 
+MAX_YAML_BYTES = 1 << 20  # a study is a page of YAML; 1 MiB is far beyond any real one
+MAX_YAML_NODES = 200_000  # nodes after aliases are expanded (an alias bomb has billions)
+
+
+def read_text(path) -> str:
+    """A study file's text: UTF-8, at most :data:`MAX_YAML_BYTES` (one-line errors)."""
+    from pathlib import Path
+
+    p = Path(path)
+    size = p.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise StudyError(f"{p}: got {size} bytes: too large for a study file; allowed: at "
+                         f"most {MAX_YAML_BYTES} bytes")
+    try:
+        return p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise StudyError(f"{p}: not UTF-8 text (byte {exc.start}); allowed: a UTF-8 YAML "
+                         "file") from None
+
+
+def _check_expansion(text: str, file: str, loader) -> None:
+    """Count the nodes the document has once its aliases are expanded, before building it."""
+    import yaml
+
+    anchors: dict[str, int] = {}
+    stack: list[list] = [[0, None]]  # [nodes so far, anchor] per open collection
+    for ev in yaml.parse(text, Loader=loader):
+        if isinstance(ev, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            stack.append([1, ev.anchor])
+            continue
+        if isinstance(ev, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            n, anchor = stack.pop()
+        elif isinstance(ev, yaml.ScalarEvent):
+            n, anchor = 1, ev.anchor
+        elif isinstance(ev, yaml.AliasEvent):
+            n, anchor = anchors.get(ev.anchor, 1), None
+        else:
+            continue
+        if anchor is not None:
+            anchors[anchor] = n
+        stack[-1][0] += n
+        if stack[-1][0] > MAX_YAML_NODES or n > MAX_YAML_NODES:
+            raise StudyError(f"{file}: got a document of more than {MAX_YAML_NODES} nodes "
+                             "once its aliases are expanded; allowed: a study of plain "
+                             "mappings and lists (no alias bombs)")
+
+
 _SCI_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$")
 
 
@@ -58,6 +105,7 @@ def load_yaml(text: str, file: str) -> Any:
 
     _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
     try:
+        _check_expansion(text, file, _Loader)
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

@@ -6,19 +6,26 @@ and prints the result; the library code holds no argparse and prints no tables.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import sys
 import warnings
 from pathlib import Path
 
 from raysweep.errors import RaysweepError, StudyError
+from raysweep.sweep.registry import StudyLock
 from raysweep.sweep.run import (
     has_pending,
     init_ray,
+    isolate_network,
+    local_resource_problem,
     plan_rows,
     plan_summary,
     run_study,
     status_summary,
+    study_dir,
 )
 from raysweep.sweep.study import load_study
 
@@ -26,6 +33,8 @@ from raysweep.sweep.study import load_study
 def cmd_plan(args) -> int:
     study = load_study(args.study)
     summary = plan_summary(study, plan_rows(study, getattr(args, "out", None)))
+    # the verdict `raysweep run` (without --address) gives on this machine, before any work
+    summary["local_problem"] = local_resource_problem(study)
     if args.json:
         print(json.dumps(summary, indent=1))
         return 0
@@ -43,17 +52,82 @@ def cmd_plan(args) -> int:
           f"{summary['device_hours']:.2f} {unit} "
           f"({summary['remaining_device_hours']:.2f} remaining); "
           "throughput model: docs/sweep.md")
+    if summary["local_problem"]:
+        print(f"not runnable on this machine without --address: {summary['local_problem']}")
     return 0
 
 
+def _check_out(out: str) -> None:
+    if Path(out).exists() and not Path(out).is_dir():
+        raise RaysweepError(f"--out: got {out!r}: is a file; allowed: a directory (results go "
+                            "to OUT/<study name>/)")
+
+
 def cmd_run(args) -> int:
+    """Validate every study, lock their directories, start Ray, run them one by one."""
+    if args.address is None:
+        _isolate(args.dashboard)  # first: it needs this process still single-threaded
+    _check_out(args.out)
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise RaysweepError(f"--max-concurrent: got {args.max_concurrent}: out of range; "
+                            "allowed: an integer >= 1 (or leave it out: as many as fit)")
     studies = [load_study(p) for p in args.studies]  # all validated before anything starts
     names = [s.name for s in studies]
     if len(set(names)) != len(names):
         raise StudyError(f"run: two studies share the name {names}; allowed: distinct names")
+    if args.address is None:  # a trial larger than this machine would wait for ever
+        for study in studies:
+            problem = local_resource_problem(study)
+            if problem:
+                raise StudyError(problem)
+    with contextlib.ExitStack() as locks:
+        for study in studies:  # a second `raysweep run` on a study directory stops here
+            locks.enter_context(StudyLock(study_dir(args.out, study)))
+        return _run_all(studies, args)
+
+
+def _isolate(dashboard: bool) -> None:
+    """A local Ray in a network namespace of its own: reachable on loopback only."""
+    ray = sys.modules.get("ray")
+    if os.environ.get("RAYSWEEP_NO_NETNS") == "1" or (ray and ray.is_initialized()):
+        return  # asked not to, or a Ray this process already joined (it lives outside)
+    if dashboard:  # the browser must reach the dashboard on the host's 127.0.0.1
+        print("raysweep: --dashboard: the local Ray is not network-isolated (its services "
+              "listen on every interface; Ray's token auth guards them unless RAY_AUTH_MODE="
+              "disabled)", file=sys.stderr)
+        return
+    why = isolate_network()
+    if why:
+        print(f"raysweep: warning: could not isolate the local Ray from the network ({why}); "
+              "its services listen on every interface", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _sigterm_as_sigint():
+    """SIGTERM stops a run the way Ctrl-C does (exit 130, the resume hint), not mid-write.
+
+    Installed after ``ray.init``, which sets a SIGTERM handler of its own (a stack dump,
+    then exit 1).
+    """
+    def handler(signum, frame):
+        signal.raise_signal(signal.SIGINT)
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _run_all(studies, args) -> int:
     # a re-run of finished studies needs no Ray (starting one costs ~10 s)
     started = init_ray(args.address, args.dashboard) if any(
         has_pending(s, args.out) for s in studies) else False
+    with _sigterm_as_sigint():
+        return _run_studies(studies, args, started)
+
+
+def _run_studies(studies, args, started: bool) -> int:
     failed = 0
     try:
         for study in studies:

@@ -39,7 +39,8 @@ from collections import deque
 
 from ray import tune
 
-from raysweep.sweep.registry import DONE, Registry, TableWriter
+from raysweep.results import DONE
+from raysweep.sweep.registry import Registry, TableWriter
 
 
 def fmt_s(s: float) -> str:
@@ -88,13 +89,16 @@ class SweepCallback(tune.Callback):
 
     def __init__(self, study: str, study_dir, n_total: int, n_done: int, flops_by_id: dict,
                  share: float, every_s: float = 5.0, stream=None, table_interval_s: float = 1.0,
-                 budget_flops: float | None = None, spent0: float = 0.0):
+                 budget_flops: float | None = None, spent0: float = 0.0,
+                 rows: dict | None = None):
         self.study, self.n_total, self.share = study, n_total, share
         self.budget_flops, self.spent0 = budget_flops, float(spent0)
         self.running_ids: dict[str, str] = {}  # trial id -> run id, for running FLOPs
         self.flops_failed = 0.0
         self.registry = Registry(study_dir)
-        self.table = TableWriter(study_dir, self.registry.done_rows(), table_interval_s)
+        # the table's rows: the study's finished trials (``rows``; default: every finished run)
+        self.table = TableWriter(study_dir, self.registry.done_rows() if rows is None else rows,
+                                 table_interval_s)
         self.flops_by_id = flops_by_id
         self.n_done0 = n_done
         self.finished = self.failed = 0

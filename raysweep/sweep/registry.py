@@ -19,17 +19,105 @@ and the next snapshot, the next ``raysweep run`` (or ``status``) rebuilds the
 snapshot from the registry: no row is lost. Rows are keyed by run id and the
 first successful record wins, so no row is ever duplicated even if a trial
 reports twice (a retry racing a node failure).
+
+The registry is the source of truth and nothing destroys it: a record that
+does not validate (not JSON, not UTF-8, no run id, a finished status without a
+row) is skipped with a warning naming its line; a table holding rows the
+registry lacks (its registry deleted, say) is imported into the registry
+before anything rewrites the table (:func:`reconcile`); the file is opened
+without following symbolic links. One writer per study directory:
+:class:`StudyLock` (``OUT/<study>/.lock``, an ``flock`` that dies with its
+process) is held by ``raysweep run``; ``status``, ``plan``, ``fit`` and
+``report`` only read and never take it.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import stat
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
-from raysweep.results import DONE, write_table
+from raysweep.errors import RaysweepError
+from raysweep.results import DONE, read_table, write_table
+
+REGISTRY = "registry.jsonl"
+LOCK = ".lock"
+
+
+class RegistryWarning(UserWarning):
+    """A registry record or table row that was skipped or imported (the run goes on)."""
+
+
+def _open_nofollow(path: Path, flags: int) -> int:
+    """``os.open`` that refuses a symbolic link or a directory with a one-line error."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o666)
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
+        return fd
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RaysweepError(f"{path}: is a symbolic link; allowed: a regular file "
+                                "(raysweep does not write through links)") from None
+        if exc.errno == errno.EISDIR or path.is_dir():
+            raise RaysweepError(f"{path}: is a directory; allowed: the study's "
+                                f"{path.name} file (move the directory away)") from None
+        raise
+
+
+class StudyLock:
+    """One writer per study directory: an exclusive ``flock`` on ``OUT/<study>/.lock``.
+
+    The kernel drops the lock when its process dies (even by SIGKILL), so a
+    stale lock file never blocks a later run. Held locks are counted per
+    process, so nested acquisition by the same process (``raysweep run`` locks
+    every study up front, :func:`raysweep.sweep.run.run_study` again) is fine.
+    A second process gets a one-line :class:`~raysweep.errors.RaysweepError`
+    naming the holder's pid.
+    """
+
+    _held: dict[str, list] = {}  # path -> [fd, depth]
+
+    def __init__(self, study_dir: str | Path):
+        self.path = Path(study_dir) / LOCK
+
+    def __enter__(self) -> StudyLock:
+        key = str(self.path.resolve())
+        if key in self._held:
+            self._held[key][1] += 1
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = _open_nofollow(self.path, os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RaysweepError(
+                f"{self.path.parent}: another `raysweep run` (pid {holder}) is running this "
+                f"study (lock {self.path}); allowed: one run per study directory at a time "
+                "(wait for it, or stop it; `raysweep status` works meanwhile)") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._held[key] = [fd, 1]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        key = str(self.path.resolve())
+        held = self._held.get(key)
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] == 0:
+            del self._held[key]
+            os.close(held[0])  # releases the flock
 
 
 class Registry:
@@ -37,21 +125,29 @@ class Registry:
 
     def __init__(self, study_dir: str | Path):
         self.dir = Path(study_dir)
-        self.path = self.dir / "registry.jsonl"
+        self.path = self.dir / REGISTRY
 
     def records(self) -> list[dict]:
-        """Every whole record in file order (a torn last line is skipped)."""
-        if not self.path.exists():
+        """Every valid record in file order; invalid ones are skipped with a warning.
+
+        A torn last line (the driver killed mid-write) is skipped silently: it is
+        the expected trace of a crash, and the trial it was recording runs again.
+        """
+        if not os.path.lexists(self.path):
             return []
+        fd = _open_nofollow(self.path, os.O_RDONLY)
+        with os.fdopen(fd, "rb") as fh:
+            lines = fh.read().split(b"\n")
         out = []
-        with open(self.path, encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(rec, dict) and "run_id" in rec:
-                    out.append(rec)
+        for no, raw in enumerate(lines, 1):
+            if not raw.strip():
+                continue
+            rec, why = _parse_record(raw)
+            if rec is not None:
+                out.append(rec)
+            elif no < len(lines) or raw.endswith(b"}"):  # not just a torn last line
+                warnings.warn(f"{self.path}:{no}: skipped a registry record ({why})",
+                              RegistryWarning, stacklevel=2)
         return out
 
     def state(self) -> dict[str, dict]:
@@ -67,13 +163,15 @@ class Registry:
         """run id -> result row of every finished trial."""
         return {k: r["row"] for k, r in self.state().items() if r.get("status") in DONE}
 
-    def append(self, run_id: str, status: str, row: dict | None = None, error: str = "") -> None:
+    def append(self, run_id: str, status: str, row: dict | None = None, error: str = "",
+               **extra: Any) -> None:
         """Durably append one record (fsync'd; repairs a torn last line first)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         rec = {"run_id": run_id, "status": status, "time": time.time(), "error": error,
-               "row": _clean(row) if row is not None else None}
-        line = json.dumps(rec, allow_nan=True) + "\n"
-        with open(self.path, "ab+") as fh:
+               "row": _clean(row) if row is not None else None, **extra}
+        line = json.dumps(rec, allow_nan=True, default=str) + "\n"
+        fd = _open_nofollow(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
+        with os.fdopen(fd, "rb+") as fh:
             fh.seek(0, os.SEEK_END)
             if fh.tell() > 0:
                 fh.seek(-1, os.SEEK_END)
@@ -82,6 +180,66 @@ class Registry:
             fh.write(line.encode())
             fh.flush()
             os.fsync(fh.fileno())
+
+
+def _parse_record(raw: bytes) -> tuple[dict | None, str]:
+    """(record, "") for a valid line, else (None, why)."""
+    try:
+        rec = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "not UTF-8"
+    except json.JSONDecodeError:
+        return None, "not JSON"
+    if not isinstance(rec, dict):
+        return None, "not a JSON object"
+    if not isinstance(rec.get("run_id"), str) or not rec["run_id"]:
+        return None, "no run_id string"
+    if not isinstance(rec.get("status"), str):
+        return None, "no status string"
+    if rec["status"] in DONE and not isinstance(rec.get("row"), dict):
+        return None, f"status {rec['status']!r} without a row object"
+    if rec["status"] in DONE and rec["row"].get("run_id", rec["run_id"]) != rec["run_id"]:
+        return None, "its row has another run_id"
+    return rec, ""
+
+
+def reconcile(study_dir: str | Path, registry: Registry | None = None) -> int:
+    """Import into the registry every finished row the table has and the registry lacks.
+
+    Run before the table is rebuilt from the registry, so a deleted or
+    truncated ``registry.jsonl`` never costs the rows of an existing table.
+    Reads ``results.parquet``, else ``results.csv``; a table that exists but
+    cannot be read stops the run (one line: nothing is rewritten). Returns the
+    number of rows imported (each announced by a warning).
+    """
+    d = Path(study_dir)
+    registry = registry or Registry(d)
+    table = next((d / n for n in ("results.parquet", "results.csv") if (d / n).exists()), None)
+    if table is None:
+        return 0
+    try:
+        df = read_table(table)
+    except RaysweepError as exc:
+        raise RaysweepError(f"{exc}; the run stops so as not to overwrite it (move it "
+                            "away, or repair it, and run again)") from None
+    if "run_id" not in df.columns:
+        raise RaysweepError(f"{table}: has no run_id column; the run stops so as not to "
+                            "overwrite it; allowed: a raysweep results table")
+    have = registry.done_rows()
+    n = 0
+    for row in df.to_dict("records"):
+        rid = row.get("run_id")
+        status = row.get("status") if isinstance(row.get("status"), str) else "ok"
+        if not isinstance(rid, str) or rid in have or status not in DONE:
+            continue
+        clean = {k: v for k, v in row.items() if not (isinstance(v, float) and v != v)}
+        registry.append(rid, status, clean, imported_from=table.name)
+        have[rid] = clean
+        n += 1
+    if n:
+        warnings.warn(f"{table}: imported {n} rows the registry lacked into {registry.path}",
+                      RegistryWarning, stacklevel=2)
+    return n
 
 
 def _clean(row: dict) -> dict:

@@ -25,10 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-from raysweep.errors import StudyError
-from raysweep.results import DONE, run_flops, write_table
+from raysweep.errors import RaysweepError, StudyError
+from raysweep.results import DONE, read_table, run_flops, write_table
 from raysweep.sweep.cost import device_hours, trial_gpu
-from raysweep.sweep.registry import Registry
+from raysweep.sweep.registry import Registry, StudyLock, reconcile
 from raysweep.sweep.study import Study
 from raysweep.sweep.trials import expand
 
@@ -137,8 +137,11 @@ def init_ray(address: str | None = None, dashboard: bool = False, num_cpus: int 
     """Start a local Ray (or join ``address``); returns True if this call started it.
 
     Locally Ray gets every CPU of the machine (one 1-thread trial per core is the
-    fastest layout on CPU, cpu-scale.md) and detects GPUs itself; ``num_gpus``
-    overrides (tests fake a GPU with it).
+    fastest layout on CPU, docs/cpu-scale.md) and detects GPUs itself; ``num_gpus``
+    overrides (tests fake a GPU with it). ``raysweep run`` first moves itself into
+    a network namespace of its own (:func:`isolate_network`), so the local Ray's
+    services can only listen on loopback; the dashboard, when asked for, binds
+    127.0.0.1.
     """
     for k, v in TUNE_ENV.items():
         os.environ.setdefault(k, v)
@@ -146,16 +149,20 @@ def init_ray(address: str | None = None, dashboard: bool = False, num_cpus: int 
 
     if ray.is_initialized():
         return False
+    if dashboard:
+        _check_dashboard_extra()
     kw = {"log_to_driver": False, "include_dashboard": bool(dashboard),
           "configure_logging": True, "logging_level": "ERROR"}
     if dashboard:
-        kw["dashboard_host"] = "127.0.0.1"
+        kw["dashboard_host"] = LOOPBACK
     if address:
         ray.init(address=address, **kw)
     else:
         if num_gpus is not None:
             kw["num_gpus"] = num_gpus
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kw)
+        # "local": always a new Ray of our own, never one found on the machine (another
+        # user's `ray start`, a stale RAY_ADDRESS) that a local trial would land on
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, **kw)
     if dashboard:
         ctx = ray.get_runtime_context()
         url = getattr(ray, "_private", None) and ray._private.worker.get_dashboard_url()
@@ -164,45 +171,181 @@ def init_ray(address: str | None = None, dashboard: bool = False, num_cpus: int 
     return True
 
 
+LOOPBACK = "127.0.0.1"
+CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
+
+
+def isolate_network() -> str | None:
+    """Move this process into a new network namespace holding only loopback (Linux).
+
+    Why: Ray 2.60's C++ services (GCS, raylet, core workers) bind every
+    interface, whatever ``_node_ip_address`` says (Ray rewrites 127.0.0.1 to the
+    machine's address, and its gRPC listener is ``0.0.0.0``). Inside a namespace
+    whose only interface is ``lo``, "every interface" is loopback, so a local
+    sweep is unreachable from the network; children (the Ray it starts) inherit
+    the namespace. Root gets a network namespace alone; other users a user
+    namespace too (unprivileged, which needs this process still single-threaded,
+    as it is when ``raysweep run`` starts). Returns None when isolated, else why
+    not (the caller warns and the run goes on, as before).
+    """
+    import ctypes
+    import fcntl
+    import socket
+    import struct
+
+    if not sys.platform.startswith("linux"):
+        return f"network namespaces are Linux-only (this is {sys.platform})"
+    libc = ctypes.CDLL(None, use_errno=True)
+    uid, gid = os.geteuid(), os.getegid()
+    flags = CLONE_NEWNET if uid == 0 else CLONE_NEWUSER | CLONE_NEWNET
+    if libc.unshare(flags) != 0:
+        return f"unshare failed: {os.strerror(ctypes.get_errno())}"
+    try:  # from here on we are inside: without a working loopback nothing can run
+        if uid != 0:  # keep our own uid and gid inside the user namespace
+            for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                               ("gid_map", f"{gid} {gid} 1")):
+                with open(f"/proc/self/{name}", "w") as fh:
+                    fh.write(text)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # bring lo up
+            ifr = struct.pack("16sH14s", b"lo", 0, b"")
+            up = struct.unpack("16sH14s", fcntl.ioctl(s, 0x8913, ifr))[1] | 0x1  # IFF_UP
+            fcntl.ioctl(s, 0x8914, struct.pack("16sH14s", b"lo", up, b""))
+    except OSError as exc:
+        raise RaysweepError(f"network isolation: loopback setup failed ({exc}); allowed: "
+                            "set RAYSWEEP_NO_NETNS=1 to run without it") from None
+    return None
+
+
+def _check_dashboard_extra() -> None:
+    """``--dashboard`` needs Ray's dashboard packages (the ``[dashboard]`` extra)."""
+    import importlib.util
+
+    if importlib.util.find_spec("aiohttp") is None or \
+            importlib.util.find_spec("ray.dashboard") is None:
+        raise RaysweepError("--dashboard: Ray's dashboard is not installed; allowed: install "
+                            "the extra with `pip install -e '.[dashboard]'` (or "
+                            "`pip install 'ray[default]'`), or run without --dashboard")
+
+
+def local_resource_problem(study: Study, cpus: float | None = None,
+                           gpus: float | None = None) -> str | None:
+    """Why the study's trials could never be placed on this machine (None: they can).
+
+    A trial asking for more CPUs or GPUs than a local Ray has waits for ever, so
+    ``raysweep run`` without ``--address`` refuses it before Ray starts; ``plan``
+    reports the same verdict. ``cpus`` / ``gpus`` default to this machine's.
+    """
+    cpus = float(os.cpu_count() or 1) if cpus is None else cpus
+    gpus = float(machine_gpus()) if gpus is None else gpus
+    pool = expand(study)
+    need_gpu = max((trial_gpu(study.resources.gpu, t["n_params"]) for t in pool), default=0)
+    if study.resources.cpu > cpus:
+        return (f"{study.path}: resources.cpu: got {study.resources.cpu:g} CPUs per trial but "
+                f"this machine has {cpus:g}; allowed: cpu <= {cpus:g} here, or run with "
+                "--address on a cluster")
+    if need_gpu > gpus:
+        return (f"{study.path}: resources.gpu: got {need_gpu:g} GPU per trial but this "
+                f"machine has {gpus:g}; allowed: gpu <= {gpus:g} here (0 on a CPU machine), "
+                "or run with --address on a GPU cluster")
+    return None
+
+
+def machine_gpus() -> int:
+    """NVIDIA GPUs this process may use, without importing torch or starting Ray."""
+    vis = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if vis is not None:
+        return len([d for d in vis.split(",") if d.strip() and d.strip() != "-1"])
+    return len([p for p in Path("/dev").glob("nvidia[0-9]*")])
+
+
 def run_study(study: Study, out: str | Path = "runs", max_concurrent: int | None = None,
               local: bool = True, progress_every_s: float = 5.0, stream=None) -> dict:
-    """Run the study's pending trials on the current Ray session; returns a summary dict."""
-    for k, v in TUNE_ENV.items():
-        os.environ.setdefault(k, v)
+    """Run the study's pending trials on the current Ray session; returns a summary dict.
+
+    Phases: take the study directory's lock; check that the trials can be placed
+    (before anything is written); record the resolved study and reconcile the
+    registry with the table; hand Tune the pending trials; sum up.
+    """
+    sdir = study_dir(out, study)
+    with StudyLock(sdir):
+        _check_placeable(study, local)
+        pool, done = _prepare_dir(study, sdir)
+        pending = [t for t in pool if t["run_id"] not in done]
+        summary = {"study": study.name, "dir": str(sdir), "n_trials": len(pool),
+                   "already_done": len(pool) - len(pending)}
+        if not pending:
+            print(f"[{study.name}] all {len(pool)} trials already done",
+                  file=stream or sys.stderr)
+            return {**summary, "finished": 0, "failed": 0}
+        cb = _callback(study, sdir, pool, pending, done, progress_every_s, stream)
+        tuner = _tuner(study, sdir, pool, pending, done, cb, max_concurrent)
+        return {**summary, **_fit(tuner, cb, study, pending)}
+
+
+def _check_placeable(study: Study, local: bool) -> None:
+    """A local trial asking for more than this Ray has would wait for ever: refuse it."""
     import ray
+
+    if not local or not ray.is_initialized():
+        return
+    have = ray.cluster_resources()
+    problem = local_resource_problem(study, have.get("CPU", 0.0), have.get("GPU", 0.0))
+    if problem:
+        raise StudyError(problem.replace("this machine", "this Ray"))
+
+
+def _prepare_dir(study: Study, sdir: Path) -> tuple[list[dict], dict]:
+    """study.yaml, the registry reconciled with the table, the table; the pool and done rows."""
+    sdir.mkdir(parents=True, exist_ok=True)
+    registry = Registry(sdir)
+    reconcile(sdir, registry)  # a table's rows the registry lacks are imported, never lost
+    _save_study(study, sdir)
+    pool = expand(study)
+    done_all = registry.done_rows()
+    ids = {t["run_id"] for t in pool}
+    done = {k: r for k, r in done_all.items() if k in ids}
+    if len(done) < len(done_all):
+        print(f"[{study.name}] {len(done_all) - len(done)} finished runs in the registry are "
+              "not trials of this study (renamed or removed): kept in registry.jsonl, left "
+              "out of the table and the fit", file=sys.stderr)
+    write_table(sdir, list(done.values()))  # catch up after a killed driver
+    for t in pool:
+        _locate(study, sdir, t)
+    return pool, done
+
+
+def _locate(study: Study, sdir: Path, t: dict) -> None:
+    """Where a trial runs: its checkpoint directory, threads, an absolute corpus path."""
+    if study.backend == "train":
+        t["checkpoint_dir"] = str(sdir / "checkpoints" / t["run_id"])
+    t["threads"] = max(1, int(study.resources.cpu))
+    if study.backend == "train" and study.data not in ("stdlib", "synthetic"):
+        # Tune runs each trial in its own directory: a corpus dir relative to where
+        # `raysweep run` was started must reach train() absolute (the run id, hashed
+        # at expansion, keeps the path as the study wrote it)
+        t["data"] = str(Path(study.data).expanduser().resolve())
+
+
+def _callback(study, sdir, pool, pending, done, every_s, stream):
+    from raysweep.sweep.progress import SweepCallback
+
+    flops = {t["run_id"]: run_flops(t["n_params"], t["tokens"]) for t in pending}
+    gpu = max(trial_gpu(study.resources.gpu, t["n_params"]) for t in pending)
+    budget, spent0 = None, 0.0
+    if study.strategy == "active":  # progress against the FLOP budget, not the whole pool
+        from raysweep.active.options import parse_options
+
+        budget = parse_options(dict(study.search), pool).budget_flops
+        spent0 = sum(run_flops(t["n_params"], t["tokens"]) for t in pool if t["run_id"] in done)
+    return SweepCallback(study.name, sdir, len(pool), len(done), flops,
+                         gpu if gpu > 0 else study.resources.cpu, every_s=every_s,
+                         stream=stream, budget_flops=budget, spent0=spent0, rows=done)
+
+
+def _tuner(study, sdir, pool, pending, done, cb, max_concurrent):
     from ray import tune
 
-    from raysweep.sweep.progress import SweepCallback
     from raysweep.sweep.runners import trainable
-
-    sdir = study_dir(out, study)
-    sdir.mkdir(parents=True, exist_ok=True)
-    _save_study(study, sdir)
-    registry = Registry(sdir)
-    done = registry.done_rows()
-    write_table(sdir, list(done.values()))  # catch up after a killed driver
-    pool = expand(study)
-    for t in pool:
-        if study.backend == "train":
-            t["checkpoint_dir"] = str(sdir / "checkpoints" / t["run_id"])
-        t["threads"] = max(1, int(study.resources.cpu))
-        if study.backend == "train" and study.data not in ("stdlib", "synthetic"):
-            # Tune runs each trial in its own directory: a corpus dir relative to where
-            # `raysweep run` was started must reach train() absolute (the run id, hashed
-            # at expansion, keeps the path as the study wrote it)
-            t["data"] = str(Path(study.data).expanduser().resolve())
-    pending = [t for t in pool if t["run_id"] not in done]
-    summary = {"study": study.name, "dir": str(sdir), "n_trials": len(pool),
-               "already_done": len(pool) - len(pending)}
-    if not pending:
-        print(f"[{study.name}] all {len(pool)} trials already done", file=stream or sys.stderr)
-        return {**summary, "finished": 0, "failed": 0}
-    gpu = max(trial_gpu(study.resources.gpu, t["n_params"]) for t in pending)
-    have = ray.cluster_resources().get("GPU", 0)
-    if local and gpu > 0 and have < gpu:  # such a trial would wait forever
-        raise StudyError(f"{study.path}: resources.gpu: got {gpu} GPU per trial but this Ray "
-                         f"has {have:g}; allowed: gpu <= {have:g} here (0 on a CPU machine), "
-                         "or run with --address on a GPU cluster")
 
     def resources(cfg):
         return {"cpu": study.resources.cpu,
@@ -211,18 +354,7 @@ def run_study(study: Study, out: str | Path = "runs", max_concurrent: int | None
     fn = trainable
     if study.strategy == "active" and done:
         fn = tune.with_parameters(trainable, done_rows=done)
-    flops = {t["run_id"]: run_flops(t["n_params"], t["tokens"]) for t in pending}
-    share = gpu if gpu > 0 else study.resources.cpu
-    budget, spent0 = None, 0.0
-    if study.strategy == "active":  # progress against the FLOP budget, not the whole pool
-        from raysweep.active.options import parse_options
-
-        budget = parse_options(dict(study.search), pool).budget_flops
-        spent0 = sum(run_flops(t["n_params"], t["tokens"]) for t in pool if t["run_id"] in done)
-    cb = SweepCallback(study.name, sdir, len(pool), len(done), flops, share,
-                       every_s=progress_every_s, stream=stream, budget_flops=budget,
-                       spent0=spent0)
-    tuner = tune.Tuner(
+    return tune.Tuner(
         tune.with_resources(fn, resources),
         tune_config=tune.TuneConfig(
             search_alg=_searcher(study, pool, pending, sdir),
@@ -234,6 +366,10 @@ def run_study(study: Study, out: str | Path = "runs", max_concurrent: int | None
             failure_config=tune.FailureConfig(max_failures=study.retries),
             checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=0)),
     )
+
+
+def _fit(tuner, cb, study: Study, pending: list[dict]) -> dict:
+    """Run the Tuner; what finished, what failed, whether it was interrupted."""
     t0 = time.monotonic()
     # Tune logs every failed attempt with its traceback; the callback prints one line per
     # final failure and the registry keeps the error, so keep the display readable.
@@ -248,8 +384,8 @@ def run_study(study: Study, out: str | Path = "runs", max_concurrent: int | None
     # Ctrl-C: Tune stops the experiment gracefully and fit() returns; trials the grid
     # never finished mean the run was interrupted (the active strategy stops by itself)
     interrupted = study.strategy == "grid" and cb.finished + cb.failed < len(pending)
-    return {**summary, "finished": cb.finished, "failed": cb.failed,
-            "interrupted": interrupted, "wall_s": time.monotonic() - t0}
+    return {"finished": cb.finished, "failed": cb.failed, "interrupted": interrupted,
+            "wall_s": time.monotonic() - t0}
 
 
 def _save_study(study: Study, sdir: Path) -> None:
@@ -291,11 +427,9 @@ def status_summary(study: Study, out: str | Path) -> dict:
         f["failed"] += st == "failed"
         if rec and rec.get("row"):
             hours += float(rec["row"].get("wall_s") or 0.0) / 3600.0
-    table = sdir / "results.csv"
-    n_table = None
-    if table.exists():
-        with open(table, encoding="utf-8") as fh:
-            n_table = max(0, sum(1 for _ in fh) - 1)
+    table = next((sdir / n for n in ("results.parquet", "results.csv")
+                  if (sdir / n).exists()), None)
+    n_table = len(read_table(table)) if table is not None else None  # rows, not csv lines
     active = {}
     if study.strategy == "active":  # it runs part of the pool: progress is the FLOP budget
         from raysweep.active.options import parse_options

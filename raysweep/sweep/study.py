@@ -45,6 +45,7 @@ from raysweep.sweep.checks import (
     check_keys,
     err,
     load_yaml,
+    read_text,
     req_list,
     req_num,
     req_str,
@@ -64,7 +65,12 @@ TOP_KEYS = ("version", "name", "description", "backend", "data", "vocab", "sizes
             "tokens_per_param", "tokens", "seeds", "representations", "training",
             "resources", "search", "simulated", "replay", "retries")
 REP_OVERRIDES = ("sizes", "tokens_per_param", "tokens", "seeds", "estimator")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+# Absurd values are refused with a clear error rather than trained or simulated:
+MAX_SEED = 2**63 - 1  # torch.manual_seed's range (numpy's too)
+MAX_TOKENS = 1e16  # tokens of one trial (the paper's largest runs train ~1e11)
+MAX_TOKENS_PER_PARAM = 1e6
+MAX_TRIALS = 100_000  # trials of one study (RAYSWEEP_MAX_TRIALS raises it)
 
 
 @dataclass(frozen=True)
@@ -162,7 +168,7 @@ def load_study(path: str | Path) -> Study:
     p = Path(path)
     if not p.is_file():
         raise StudyError(f"{path}: no such study file")
-    return parse_study(load_yaml(p.read_text(), str(p)), str(p))
+    return parse_study(load_yaml(read_text(p), str(p)), str(p))
 
 
 def parse_study(raw: Any, path: str = "<string>") -> Study:
@@ -171,11 +177,12 @@ def parse_study(raw: Any, path: str = "<string>") -> Study:
     if not isinstance(raw, dict):
         raise err(f, "", raw, "a mapping of study keys", f"top-level keys {list(TOP_KEYS)}")
     check_keys(f, "", raw, TOP_KEYS)
-    if raw.get("version") != VERSION:
+    if isinstance(raw.get("version"), bool) or raw.get("version") != VERSION:
         raise err(f, "version", raw.get("version"), "required, the schema version", [VERSION])
     name = req_str(f, "name", raw.get("name"))
     if not _NAME_RE.match(name):
-        raise err(f, "name", name, "letters, digits, '_', '.', '-' (a directory name)")
+        raise err(f, "name", name, "letters, digits, '_', '.', '-' (a directory name, at most "
+                  "100 characters)")
     backend = raw.get("backend", "train")
     if backend not in BACKENDS:
         raise err(f, "backend", backend, "one of", list(BACKENDS))
@@ -206,8 +213,33 @@ def parse_study(raw: Any, path: str = "<string>") -> Study:
         data=data, vocab=vocab, training=training, resources=resources, search=search,
         simulated=simulated, replay=replay, retries=retries, path=path,
     )
-    expand(study)  # fails here (not mid-run) on duplicate trials or unknown sizes
+    _check_size(study)
+    pool = expand(study)  # fails here (not mid-run) on duplicate trials or unknown sizes
+    if study.strategy == "active":  # its options too, so plan and run agree
+        from raysweep.active.options import parse_options
+
+        try:
+            parse_options(dict(study.search), pool)
+        except StudyError as exc:
+            raise StudyError(f"{f}: {exc}") from None
     return study
+
+
+def _check_size(study: Study) -> None:
+    """Refuse a grid too large to plan (counted before it is expanded)."""
+    import os
+
+    cap = int(os.environ.get("RAYSWEEP_MAX_TRIALS") or MAX_TRIALS)
+    n = 0
+    for rep in study.representations:
+        if rep.tokens is not None or rep.tokens_per_param is not None:
+            toks = rep.tokens_per_param or rep.tokens
+        else:
+            toks = study.tokens_per_param or study.tokens
+        n += len(rep.sizes or study.sizes) * len(toks) * len(rep.seeds or study.seeds)
+    if n > cap:
+        raise err(study.path, "representations", f"{n} trials", "the grid is too large to "
+                  "plan", f"at most {cap} trials (set RAYSWEEP_MAX_TRIALS to raise the cap)")
 
 
 def _sizes(f, key, value, vocab, required=False):
@@ -241,16 +273,29 @@ def _token_axes(f, prefix, raw, required):
         return None, None
     if has_r:
         vals = req_list(f, f"{p}tokens_per_param", raw["tokens_per_param"])
-        return tuple(req_num(f, f"{p}tokens_per_param[{i}]", v, lo=1e-9)
-                     for i, v in enumerate(vals)), None
+        return tuple(req_num(f, f"{p}tokens_per_param[{i}]", v, lo=1e-9,
+                             hi=MAX_TOKENS_PER_PARAM) for i, v in enumerate(vals)), None
     vals = req_list(f, f"{p}tokens", raw["tokens"])
-    return None, tuple(int(req_num(f, f"{p}tokens[{i}]", v, lo=1, integer=True))
+    return None, tuple(int(req_num(f, f"{p}tokens[{i}]", v, lo=1, hi=MAX_TOKENS, integer=True))
                        for i, v in enumerate(vals))
 
 
 def _seeds(f, key, value):
     vals = req_list(f, key, value)
-    return tuple(int(req_num(f, f"{key}[{i}]", v, lo=0, integer=True)) for i, v in enumerate(vals))
+    return tuple(int(req_num(f, f"{key}[{i}]", v, lo=0, hi=MAX_SEED, integer=True))
+                 for i, v in enumerate(vals))
+
+
+def _estimator(f, key, value):
+    """A per-representation estimator, checked as the trainer checks it."""
+    from raysweep.train.config import KEYS, resolve_config
+
+    e = req_str(f, key, value)
+    try:
+        resolve_config({"size": "2x32", "estimator": e})
+    except RaysweepError:
+        raise err(f, key, e, "not an estimator", KEYS["estimator"][2]) from None
+    return e
 
 
 def _training(f, raw, size):
@@ -297,7 +342,7 @@ def _rep_overrides(f, key, raw, vocab):
     if "seeds" in raw:
         out["seeds"] = _seeds(f, f"{key}.seeds", raw["seeds"])
     if raw.get("estimator") is not None:
-        out["estimator"] = req_str(f, f"{key}.estimator", raw["estimator"])
+        out["estimator"] = _estimator(f, f"{key}.estimator", raw["estimator"])
     return out
 
 
@@ -367,6 +412,7 @@ def _grid(f, key, raw, over):
         if tmpl is None:
             continue
         tmpl = req_str(f, f"{key}.{t}", tmpl)
+        _check_template(f, f"{key}.{t}", tmpl, axes)
         for ph in _PLACEHOLDER.findall(tmpl):
             if ph not in axes:
                 raise err(f, f"{key}.{t}", tmpl, f"placeholder {{{ph}}} is not an axis",
@@ -385,6 +431,22 @@ def _grid(f, key, raw, over):
         nm = templates["name"].format(**env) if templates["name"] else format_label(w, a)
         out.append(Representation(nm, w, a, **over))
     return out
+
+
+def _check_template(f, key, tmpl, axes) -> None:
+    """Only ``{axis}`` placeholders: no ``{}``, stray braces, format specs or attributes."""
+    import string
+
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(tmpl)
+                  if name is not None]
+    except ValueError as exc:
+        raise err(f, key, tmpl, f"not a template ({exc}; write a literal brace as {{{{ or }}}})",
+                  "text with {axis} placeholders, e.g. 'int{b}'") from None
+    for name, spec, conv in fields:
+        if not re.fullmatch(r"\w+", name) or spec or conv:
+            raise err(f, key, tmpl, f"placeholder {{{name}}} is not a plain axis name",
+                      sorted(axes) or "an axis, e.g. {b}")
 
 
 def _fmt(v):
@@ -430,7 +492,7 @@ def _simulated(f, raw):
     if not isinstance(law, dict):
         raise err(f, "simulated.law", law, "a mapping", ["A", "alpha", "B", "beta", "E"])
     check_keys(f, "simulated.law", law, ("A", "alpha", "B", "beta", "E"))
-    law = {k: req_num(f, f"simulated.law.{k}", v, lo=0) for k, v in law.items()}
+    law = {k: req_num(f, f"simulated.law.{k}", v, lo=0, hi=1e6) for k, v in law.items()}
     cap = raw.get("capacity", {}) or {}
     if not isinstance(cap, dict):
         raise err(f, "simulated.capacity", cap, "a mapping family -> {L, F, C}",
@@ -441,8 +503,9 @@ def _simulated(f, raw):
         if not isinstance(v, dict):
             raise err(f, k, v, "a mapping", ["L", "F", "C"])
         check_keys(f, k, v, ("L", "F", "C"))
-        caps[str(fam)] = {p: req_num(f, f"{k}.{p}", x, lo=0) for p, x in v.items()}
-    noise = req_num(f, "simulated.noise", raw.get("noise", 0.01), lo=0)
+        caps[str(fam)] = {p: req_num(f, f"{k}.{p}", x, lo=0, hi=1e3) for p, x in v.items()}
+    # the sd of log-loss: 1 already scatters losses by a factor e; more is no simulation
+    noise = req_num(f, "simulated.noise", raw.get("noise", 0.01), lo=0, hi=1)
     sleep_s = req_num(f, "simulated.sleep_s", raw.get("sleep_s", 0.0), lo=0)
     fail = req_num(f, "simulated.fail_prob", raw.get("fail_prob", 0.0), lo=0, hi=1)
     return Simulated(law=law, capacity=caps, noise=noise, sleep_s=sleep_s, fail_prob=fail)

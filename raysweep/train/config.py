@@ -1,17 +1,24 @@
 """Training configs: the allowed keys, their defaults, and validation (torch-free).
 
-:func:`resolve_config` turns the dict given to :func:`raysweep.train.loop.train`
-into a complete one (every default filled in, the size resolved to layers,
-width and heads, the default LR computed), or raises a
+:meth:`TrainConfig.resolve` turns the dict given to :func:`raysweep.train.loop.train`
+into a frozen :class:`TrainConfig` (every default filled in, the size resolved
+to layers, width and heads, the default LR computed), or raises a
 :class:`~raysweep.errors.RaysweepError` naming the key and its allowed values.
+The config is validated once, there, and nothing writes into it afterwards:
+what a run derives from it (the device, whether a spec is the identity, the
+number of steps) are values of the run, not of the config.
+:func:`resolve_config` is the same as a plain dict (``TrainConfig.to_dict()``),
+which is what run ids and checkpoint fingerprints hash.
+
 It imports neither torch nor ray, so the sweep can resolve (and hash) trial
-configs while planning. Defaults are the CPU recipe of cpu-scale.md and do not
-depend on the device, so one config means one run wherever it trains; a GPU
+configs while planning. Defaults are the CPU recipe of docs/cpu-scale.md and do
+not depend on the device, so one config means one run wherever it trains; a GPU
 study should set ``batch_size`` / ``seq_len`` itself (e.g. 16 x 512).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -97,6 +104,12 @@ def _coerce(key: str, value):
     return value
 
 
+# Upper limits far beyond any run (the paper's largest trains ~1e11 tokens at batch 256 x 2048).
+LIMITS = {"tokens": 1e16, "tokens_per_param": 1e6, "batch_size": 1 << 16, "seq_len": 1 << 20,
+          "seed": 2**63 - 1, "eval_batches": 1 << 16, "final_eval_batches": 1 << 16,
+          "threads": 4096}
+
+
 def _check_ranges(c: dict) -> None:
     positive = ("n_layers", "tokens", "batch_size", "seq_len", "eval_every", "eval_batches",
                 "final_eval_batches", "threads", "checkpoint_every", "lr", "tokens_per_param")
@@ -106,6 +119,9 @@ def _check_ranges(c: dict) -> None:
     for key in ("seed", "weight_decay", "grad_clip"):
         if c[key] < 0:
             raise _bad(key, c[key])
+    for key, hi in LIMITS.items():  # absurd values fail here, not as an out-of-memory crash
+        if c.get(key) is not None and c[key] > hi:
+            raise _bad(key, c[key], f"out of range (at most {hi:g})")
     if not 0.0 <= c["warmup_frac"] < 1.0:
         raise _bad("warmup_frac", c["warmup_frac"])
     if not ESTIMATOR_RE.match(c["estimator"].strip().lower()):
@@ -139,8 +155,8 @@ def _resolve_shape(c: dict, vocab: int) -> None:
     c["n_layers"], c["d_model"] = n_layers, d_model
 
 
-def resolve_config(config: dict, vocab: int = 256) -> dict:
-    """The complete, validated training config (a new dict; ``config`` is not changed)."""
+def _resolve_dict(config: dict, vocab: int) -> dict:
+    """Validate ``config`` into a complete dict of every key (``config`` is not changed)."""
     if not isinstance(config, dict):
         raise RaysweepError("config: expected a dict of training keys, got "
                             f"{type(config).__name__}")
@@ -162,3 +178,66 @@ def resolve_config(config: dict, vocab: int = 256) -> dict:
         c["lr"] = default_lr(c["size"], c["d_model"])
     return c
 
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """A complete, validated training config; frozen (assigning a field raises).
+
+    One field per key of :data:`KEYS`, in that order; build it with
+    :meth:`resolve`, derive a changed one with ``dataclasses.replace`` (which
+    does not validate again: use it only for keys the caller has checked).
+    """
+
+    size: str
+    n_layers: int
+    d_model: int
+    n_heads: int
+    weights: str
+    activations: str
+    estimator: str
+    backend: str
+    tokens: int | None
+    tokens_per_param: float | None
+    seed: int
+    data: str
+    lr: float
+    batch_size: int
+    seq_len: int
+    warmup_frac: float
+    weight_decay: float
+    grad_clip: float
+    eval_every: int | None
+    eval_batches: int
+    final_eval_batches: int
+    device: str | None
+    threads: int
+    checkpoint_dir: str | None
+    checkpoint_every: int | None
+    compile: bool
+    run_id: str | None
+    study: str | None
+    format: str | None
+
+    @classmethod
+    def resolve(cls, config: dict | TrainConfig, vocab: int = 256) -> TrainConfig:
+        """Validate a dict of training keys (``config`` is not changed); a TrainConfig as is."""
+        if isinstance(config, cls):
+            return config
+        return cls(**_resolve_dict(config, vocab))
+
+    def to_dict(self) -> dict:
+        """Every key, in :data:`KEYS` order: the dict :func:`resolve_config` returns."""
+        return {k: getattr(self, k) for k in KEYS}
+
+
+if tuple(f.name for f in dataclasses.fields(TrainConfig)) != tuple(KEYS):  # pragma: no cover
+    raise AssertionError("TrainConfig's fields must be the keys of KEYS, in order")
+
+
+def resolve_config(config: dict, vocab: int = 256) -> dict:
+    """The complete, validated training config as a new dict (``config`` is not changed).
+
+    The same as ``TrainConfig.resolve(config, vocab).to_dict()``: every key of
+    :data:`KEYS` in order, the dict run ids and checkpoint fingerprints hash.
+    """
+    return TrainConfig.resolve(config, vocab).to_dict()

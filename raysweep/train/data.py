@@ -8,7 +8,7 @@ Three sources, one :class:`Corpus` type (1-D token arrays ``train``/``val``,
   every machine raysweep installs on. Directories named ``site-packages``,
   ``test``, ``tests``, ``idlelib``, ``lib2to3`` (and ``__pycache__``) are pruned;
   files are sorted by relative path and concatenated. On CPython 3.11 that is
-  601 files, 11.07 MB, unigram entropy 3.245 nats/byte (cpu-scale.md). The
+  601 files, 11.07 MB, unigram entropy 3.245 nats/byte (docs/cpu-scale.md). The
   corpus differs between Python versions, hence the hash.
 - a directory with ``train.bin``, ``val.bin`` and ``meta.json`` (``dtype``,
   ``vocab``, ``hash``), read as ``np.memmap``; ``raysweep data prepare`` writes

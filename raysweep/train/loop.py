@@ -1,10 +1,11 @@
-"""``train(config, report)``: one training run as a pure function, and ``raysweep train``.
+"""``train(config, report)``: one training run as a pure function (``raysweep train``: cli.py).
 
 The same function runs in a unit test (``report`` appends to a list), under Ray
 Tune (``report=ray.tune.report``) and from the command line. It returns the
-result row of the results table (architecture.md "Interfaces": Training).
+result row of the results table (docs/architecture.md "Interfaces": Training).
 
-The recipe (paper.md §4; cpu-scale.md for the tiny-model defaults):
+The recipe (Panferov et al. 2025, training setup; docs/cpu-scale.md for the
+tiny-model defaults):
 
 1. AdamW, betas (0.9, 0.95), eps 1e-8; weight decay 0.1 on the weight matrices
    of every linear layer (attention, MLP, and the output head, which is a
@@ -17,7 +18,7 @@ The recipe (paper.md §4; cpu-scale.md for the tiny-model defaults):
    parameter), trained as ``ceil(D / (batch_size * seq_len))`` steps; the row's
    ``tokens`` is what was actually trained (within one batch of D) and
    ``flops = 6 N tokens``. Batch 8 x 128 tokens on CPU (loss is step-limited at
-   tiny scale, cpu-scale.md), 16 x 512 on CUDA.
+   tiny scale, docs/cpu-scale.md), 16 x 512 on CUDA.
 5. Every ``eval_every`` steps (default: a tenth of the run) the mean validation
    loss on ``eval_batches`` fixed batches is reported; the final loss uses
    ``final_eval_batches`` batches of 8 fixed windows (16: 128 windows, 16k
@@ -31,20 +32,30 @@ optimizer, RNG state and counters are saved to ``state.pt`` (atomically)
 every ``checkpoint_every`` steps and a later call resumes from it; batches
 depend only on (seed, step), so a resumed CPU run is bit-identical to an
 uninterrupted one.
+
+The config is a frozen :class:`~raysweep.train.config.TrainConfig`, resolved
+once and never written to; what the run derives from it lives in the run's own
+objects. :func:`train` is a sequence of named phases: :func:`_setup` (corpus,
+threads, device, representations), :func:`_build` (model, optimizer, step
+plan), :func:`_restore` (the checkpoint, if any), :func:`_step_loop` (training
+steps, with :func:`_at_sync` at every eval / checkpoint step),
+:func:`_final_eval`, :func:`_result_row` and the final :func:`_done_report`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 from raysweep.atomic import atomic_write
 from raysweep.errors import RaysweepError
 from raysweep.results import run_flops
-from raysweep.train.config import resolve_config
+from raysweep.train.config import TrainConfig
 
 ROW_KEYS = ("n_params", "n_layers", "d_model", "tokens", "tokens_per_param", "seed", "weights",
             "activations", "loss", "train_loss", "gmse_weights", "gmse_activations",
@@ -53,7 +64,11 @@ ROW_KEYS = ("n_params", "n_layers", "d_model", "tokens", "tokens_per_param", "se
 
 FINAL_EVAL_BATCH = 8  # windows per final-eval batch (independent of batch_size)
 
-__all__ = ["ROW_KEYS", "train"]
+# config keys a checkpoint may differ in and still be resumed (where and how often)
+_UNFINGERPRINTED = frozenset({"checkpoint_dir", "checkpoint_every", "threads", "device",
+                              "run_id", "study", "format", "eval_every", "eval_batches"})
+
+__all__ = ["ROW_KEYS", "TrainConfig", "train"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -75,7 +90,7 @@ def lr_at(step: int, steps: int, peak: float, warmup: int, final_frac: float = 0
     return peak * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def param_groups(model, weight_decay: float) -> list[dict]:
+def optimizer_groups(model, weight_decay: float) -> list[dict]:
     """AdamW groups: decay on linear weight matrices (incl. the head), none elsewhere."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -84,11 +99,36 @@ def param_groups(model, weight_decay: float) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _fingerprint(cfg: dict) -> dict:
-    """The config keys that must match for a checkpoint to be resumed."""
-    skip = {"checkpoint_dir", "checkpoint_every", "threads", "device", "run_id", "study",
-            "format", "eval_every", "eval_batches"}
-    return {k: v for k, v in cfg.items() if k not in skip}
+@dataclasses.dataclass(frozen=True)
+class Reps:
+    """What a run needs to know of its two representation specs (:func:`rep_info`)."""
+
+    gmse_weights: float
+    bits_weights: float
+    w_identity: bool
+    gmse_activations: float
+    bits_activations: float
+    a_identity: bool
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> Reps:
+        return cls(*rep_info(cfg.weights), *rep_info(cfg.activations))
+
+    @property
+    def dense(self) -> bool:
+        """Both specs are the identity: the model keeps its plain linears."""
+        return self.w_identity and self.a_identity
+
+
+def _fingerprint(cfg: TrainConfig, reps: Reps) -> dict:
+    """The config keys that must match for a checkpoint to be resumed.
+
+    The resolved config's keys (less :data:`_UNFINGERPRINTED`) in order, then
+    ``_w_identity`` and ``_a_identity``: the dict checkpoints have always held.
+    """
+    fp = {k: v for k, v in cfg.to_dict().items() if k not in _UNFINGERPRINTED}
+    fp["_w_identity"], fp["_a_identity"] = reps.w_identity, reps.a_identity
+    return fp
 
 
 def _save(path: str, state: dict) -> None:
@@ -98,29 +138,36 @@ def _save(path: str, state: dict) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-@contextlib.contextmanager
-def _timer(acc: list[float]):
-    t0 = time.perf_counter()
-    yield
-    acc[0] += time.perf_counter() - t0
+def resolve_device(name: str | None) -> str:
+    """The torch device name of the ``device`` key: cuda when available unless given."""
+    import torch
+
+    if name in (None, "auto"):
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RaysweepError(f"config key 'device': {name!r} but torch sees no GPU; "
+                            "allowed here: cpu")
+    return name
 
 
-# --------------------------------------------------------------------------- train
+def build_model(cfg: TrainConfig, vocab: int, device, dense: bool | None = None):
+    """The model of ``cfg`` on ``device``, with compressed linears unless ``dense``.
 
-
-def build_model(cfg: dict, vocab: int, device):
-    """The model of ``cfg`` on ``device``, with compressed linears when a spec is not identity."""
+    ``dense`` (both specs the identity) is worked out from ``cfg`` when not given.
+    """
     import torch
 
     from raysweep.train.model import GPT, is_compressible
 
-    torch.manual_seed(cfg["seed"])
-    model = GPT(cfg["n_layers"], cfg["d_model"], cfg["n_heads"], vocab).to(device)
-    if not (cfg["_w_identity"] and cfg["_a_identity"]):
+    if dense is None:
+        dense = Reps.of(cfg).dense
+    torch.manual_seed(cfg.seed)
+    model = GPT(cfg.n_layers, cfg.d_model, cfg.n_heads, vocab).to(device)
+    if not dense:
         from raysweep.train.layers import convert_linears
 
-        convert_linears(model, cfg["weights"], cfg["activations"], filter_fn=is_compressible,
-                        estimator=cfg["estimator"], backend=cfg["backend"])
+        convert_linears(model, cfg.weights, cfg.activations, filter_fn=is_compressible,
+                        estimator=cfg.estimator, backend=cfg.backend)
     return model
 
 
@@ -137,153 +184,327 @@ def evaluate(model, batches, device, autocast) -> float:
     return float(total) / len(batches)
 
 
-def train(config: dict, report: Callable[[dict], None] | None = None) -> dict:
-    """Train one model as ``config`` says; return the result row (see module docstring)."""
-    import torch
+# --------------------------------------------------------------------------- run state
 
-    from raysweep.train.data import (
-        DeviceBatches,
-        check_lengths,
-        load_corpus,
-        train_batch,
-        val_batches,
-    )
 
-    t_start = time.perf_counter()
-    cfg = resolve_config(config)  # bad keys fail before any work
-    corpus = load_corpus(cfg["data"])
-    check_lengths(corpus, cfg["seq_len"])
-    torch.set_num_threads(cfg["threads"])
-    if cfg["device"] in (None, "auto"):
-        cfg["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-    if cfg["device"].startswith("cuda") and not torch.cuda.is_available():
-        raise RaysweepError(f"config key 'device': {cfg['device']!r} but torch sees no GPU; "
-                            "allowed here: cpu")
-    device = torch.device(cfg["device"])
-    gw, bw, cfg["_w_identity"] = rep_info(cfg["weights"])
-    ga, ba, cfg["_a_identity"] = rep_info(cfg["activations"])
-    model = build_model(cfg, corpus.vocab, device)
-    fwd = torch.compile(model) if cfg["compile"] else model
-    n_params = model.param_counts()["non_embedding"]
-    bsz, seq, seed = cfg["batch_size"], cfg["seq_len"], cfg["seed"]
-    tokens_target = cfg["tokens"] or int(round(cfg["tokens_per_param"] * n_params))
-    steps = max(1, math.ceil(tokens_target / (bsz * seq)))
-    warmup = int(cfg["warmup_frac"] * steps)
-    eval_every = cfg["eval_every"] or max(1, steps // 10)
-    ckpt_every = cfg["checkpoint_every"] or eval_every
-    cuda = device.type == "cuda"
-    opt = torch.optim.AdamW(param_groups(model, cfg["weight_decay"]), lr=cfg["lr"],
-                            betas=(0.9, 0.95), eps=1e-8, fused=cuda or None)
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The step budget of a run: D tokens as steps, warm-up, eval and checkpoint period."""
 
-    def autocast():
-        if cuda:
+    n_params: int
+    steps: int
+    warmup: int
+    eval_every: int
+    ckpt_every: int
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, n_params: int) -> Plan:
+        tokens_target = cfg.tokens or int(round(cfg.tokens_per_param * n_params))
+        steps = max(1, math.ceil(tokens_target / (cfg.batch_size * cfg.seq_len)))
+        eval_every = cfg.eval_every or max(1, steps // 10)
+        return cls(n_params, steps, int(cfg.warmup_frac * steps), eval_every,
+                   cfg.checkpoint_every or eval_every)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """What a run set up: fixed for its duration (the model's weights change, not the objects)."""
+
+    cfg: TrainConfig
+    t_start: float
+    corpus: Any
+    device: Any
+    reps: Reps
+    model: Any = None
+    fwd: Any = None
+    opt: Any = None
+    plan: Plan | None = None
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def ckpt(self) -> str | None:
+        d = self.cfg.checkpoint_dir
+        return os.path.join(d, "state.pt") if d else None
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.cfg.batch_size * self.cfg.seq_len
+
+    def autocast(self):
+        if self.cuda:
+            import torch
+
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    ckpt = os.path.join(cfg["checkpoint_dir"], "state.pt") if cfg["checkpoint_dir"] else None
-    step, prev_wall = 0, 0.0
-    loss_sum = torch.zeros((), device=device)
-    loss_n, last_train = 0, float("nan")
-    if ckpt and os.path.exists(ckpt):
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if state.get("fingerprint") != _fingerprint(cfg):
-            diff = sorted(k for k in set(state.get("fingerprint", {})) | set(_fingerprint(cfg))
-                          if state.get("fingerprint", {}).get(k) != _fingerprint(cfg).get(k))
-            raise RaysweepError(f"checkpoint_dir: {ckpt} was written by a different config "
-                                f"(keys differ: {', '.join(diff)}); use a fresh checkpoint_dir")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optim"])
-        torch.set_rng_state(state["rng_cpu"])
-        if cuda and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(state["rng_cuda"])
-        step, prev_wall = state["step"], state["wall_s"]
-        loss_sum.copy_(state["loss_sum"].to(device))
-        loss_n, last_train = state["loss_n"], state["last_train"]
+    def wall_s(self, prev_wall: float) -> float:
+        return prev_wall + time.perf_counter() - self.t_start
 
-    val_eval = [(x.to(device), y.to(device))
-                for x, y in val_batches(corpus, cfg["eval_batches"], bsz, seq)]
-    status, error = "ok", None
-    if cuda:
-        next_batch = DeviceBatches(corpus, seed, bsz, seq, device)
-    else:
-        def next_batch(i):
-            return train_batch(corpus, i, seed, bsz, seq)
-    train_time, t_mark, tok_mark, step0 = [0.0], 0.0, step, step
-    while step < steps:
-        with _timer(train_time):
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, steps, cfg["lr"], warmup)
-            x, y = next_batch(step)
-            with autocast():
-                loss = fwd(x, y)
-            loss.backward()
-            if cfg["grad_clip"]:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"], foreach=True)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            loss_sum += loss.detach().float()
-            loss_n += 1
-            step += 1
-        if step % eval_every and step % ckpt_every and step != steps:
+
+@dataclasses.dataclass
+class _Progress:
+    """What changes as a run trains: counters, loss accumulators, status."""
+
+    loss_sum: Any  # a 0-d tensor on the device: summed without a sync
+    step: int = 0
+    prev_wall: float = 0.0  # wall seconds of the runs before a resume
+    loss_n: int = 0
+    last_train: float = float("nan")
+    status: str = "ok"
+    error: str | None = None
+    train_time: float = 0.0  # seconds in training steps (not evals), this call
+    t_mark: float = 0.0  # train_time at the last report
+    tok_mark: int = 0  # step at the last report
+    step0: int = 0  # step this call started from
+
+
+# --------------------------------------------------------------------------- phases
+
+
+def _setup(cfg: TrainConfig, t_start: float) -> _Run:
+    """Phase 1: the corpus (checked against seq_len), threads, device, representations."""
+    import torch
+
+    from raysweep.train.data import check_lengths, load_corpus
+
+    corpus = load_corpus(cfg.data)
+    check_lengths(corpus, cfg.seq_len)
+    torch.set_num_threads(cfg.threads)
+    device = torch.device(resolve_device(cfg.device))
+    return _Run(cfg, t_start, corpus, device, Reps.of(cfg))
+
+
+def _build(run: _Run) -> _Run:
+    """Phase 2: the model (compiled if asked), the step plan and AdamW."""
+    import torch
+
+    cfg = run.cfg
+    model = build_model(cfg, run.corpus.vocab, run.device, dense=run.reps.dense)
+    fwd = torch.compile(model) if cfg.compile else model
+    plan = Plan.of(cfg, model.param_counts()["non_embedding"])
+    opt = torch.optim.AdamW(optimizer_groups(model, cfg.weight_decay), lr=cfg.lr,
+                            betas=(0.9, 0.95), eps=1e-8, fused=run.cuda or None)
+    return dataclasses.replace(run, model=model, fwd=fwd, opt=opt, plan=plan)
+
+
+def _restore(run: _Run) -> _Progress:
+    """Phase 3: fresh counters, or those of the checkpoint (model, optimizer, RNG too)."""
+    import torch
+
+    p = _Progress(loss_sum=torch.zeros((), device=run.device))
+    state = _load_checkpoint(run.ckpt) if run.ckpt and os.path.exists(run.ckpt) else None
+    if state is None:
+        return p
+    mine, theirs = _fingerprint(run.cfg, run.reps), state.get("fingerprint")
+    if theirs != mine:
+        diff = sorted(k for k in set(state.get("fingerprint", {})) | set(mine)
+                      if state.get("fingerprint", {}).get(k) != mine.get(k))
+        raise RaysweepError(f"checkpoint_dir: {run.ckpt} was written by a different config "
+                            f"(keys differ: {', '.join(diff)}); use a fresh checkpoint_dir")
+    run.model.load_state_dict(state["model"])
+    run.opt.load_state_dict(state["optim"])
+    torch.set_rng_state(state["rng_cpu"])
+    if run.cuda and state.get("rng_cuda") is not None:
+        torch.cuda.set_rng_state(state["rng_cuda"])
+    p.step, p.prev_wall = state["step"], state["wall_s"]
+    p.loss_sum.copy_(state["loss_sum"].to(run.device))
+    p.loss_n, p.last_train = state["loss_n"], state["last_train"]
+    p.tok_mark = p.step0 = p.step
+    return p
+
+
+CHECKPOINT_KEYS = ("fingerprint", "step", "model", "optim", "rng_cpu", "loss_sum", "loss_n",
+                   "last_train", "wall_s")
+
+
+def _load_checkpoint(path: str) -> dict | None:
+    """The checkpoint's state, or None after moving a corrupt one aside (with a warning).
+
+    A truncated or garbled ``state.pt`` (a full disk, a killed copy) would fail its
+    trial on every attempt and every re-run; it is renamed ``state.pt.corrupt-<time>``
+    (kept for inspection, not deleted) and the run starts from scratch.
+    """
+    import warnings
+
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        missing = [k for k in CHECKPOINT_KEYS if k not in state]
+        if missing:
+            raise ValueError(f"missing {missing}")
+    except Exception as exc:  # noqa: BLE001 - zip, pickle, EOF and our own errors alike
+        aside = f"{path}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.replace(path, aside)
+        why = " ".join(str(exc).split())[:160] or type(exc).__name__
+        warnings.warn(f"checkpoint {path} could not be loaded ({type(exc).__name__}: {why}); "
+                      f"moved aside to {aside}, training this run from scratch", stacklevel=2)
+        return None
+    return state
+
+
+def _batch_source(run: _Run) -> Callable:
+    """``step -> (x, y)``: gathered on the GPU under CUDA, drawn on the host otherwise."""
+    from raysweep.train.data import DeviceBatches, train_batch
+
+    cfg = run.cfg
+    if run.cuda:
+        return DeviceBatches(run.corpus, cfg.seed, cfg.batch_size, cfg.seq_len, run.device)
+
+    def next_batch(i):
+        return train_batch(run.corpus, i, cfg.seed, cfg.batch_size, cfg.seq_len)
+
+    return next_batch
+
+
+def _train_step(run: _Run, p: _Progress, next_batch: Callable) -> None:
+    """One optimizer step at the scheduled LR; the loss is summed on the device (no sync)."""
+    import torch
+
+    cfg, opt = run.cfg, run.opt
+    for g in opt.param_groups:
+        g["lr"] = lr_at(p.step, run.plan.steps, cfg.lr, run.plan.warmup)
+    x, y = next_batch(p.step)
+    with run.autocast():
+        loss = run.fwd(x, y)
+    loss.backward()
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip, foreach=True)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    p.loss_sum += loss.detach().float()
+    p.loss_n += 1
+    p.step += 1
+
+
+def _step_loop(run: _Run, p: _Progress, report: Callable[[dict], None] | None) -> None:
+    """Phase 4: train to the planned step, syncing only at eval / checkpoint steps."""
+    from raysweep.train.data import val_batches
+
+    cfg, plan = run.cfg, run.plan
+    val_eval = [(x.to(run.device), y.to(run.device))
+                for x, y in val_batches(run.corpus, cfg.eval_batches, cfg.batch_size,
+                                        cfg.seq_len)]
+    next_batch = _batch_source(run)
+    while p.step < plan.steps:
+        t0 = time.perf_counter()
+        _train_step(run, p, next_batch)
+        p.train_time += time.perf_counter() - t0
+        if p.step % plan.eval_every and p.step % plan.ckpt_every and p.step != plan.steps:
             continue
-        last_train = float(loss_sum) / max(1, loss_n)  # one sync per eval / checkpoint
-        if not math.isfinite(last_train):
-            status = "diverged"
-            error = (f"non-finite training loss by step {step} of {steps} "
-                     f"(lr={cfg['lr']:.3g}); stopped")
+        if not _at_sync(run, p, val_eval, report):
             break
-        loss_sum.zero_()
-        loss_n = 0
-        if ckpt and (step % ckpt_every == 0 or step == steps):
-            _save(ckpt, {"fingerprint": _fingerprint(cfg), "step": step,
-                         "model": model.state_dict(), "optim": opt.state_dict(),
-                         "rng_cpu": torch.get_rng_state(),
-                         "rng_cuda": torch.cuda.get_rng_state() if cuda else None,
-                         "loss_sum": loss_sum, "loss_n": loss_n, "last_train": last_train,
-                         "wall_s": prev_wall + time.perf_counter() - t_start})
-        if step % eval_every == 0 and step != steps and report is not None:
-            val = evaluate(fwd, val_eval, device, autocast)
-            tps = (step - tok_mark) * bsz * seq / max(1e-9, train_time[0] - t_mark)
-            t_mark, tok_mark = train_time[0], step
-            report({"step": step, "tokens": step * bsz * seq, "train_loss": last_train,
-                    "val_loss": val, "tokens_per_s": tps})
 
-    loss = float("nan")
-    if status == "ok":
-        # fixed batches of 8 windows whatever batch_size is: every run of a study
-        # (and every batch size) is scored on the same windows
-        final = val_batches(corpus, cfg["final_eval_batches"], FINAL_EVAL_BATCH, seq)
-        loss = evaluate(fwd, [(x.to(device), y.to(device)) for x, y in final], device, autocast)
-        if not math.isfinite(loss):
-            status, error = "diverged", f"non-finite validation loss after {steps} steps"
-            loss = float("nan")
-    else:
-        last_train = float("nan")
+
+def _at_sync(run: _Run, p: _Progress, val_eval: list, report) -> bool:
+    """An eval / checkpoint step: read the training loss (stop if non-finite), save, report."""
+    plan, step = run.plan, p.step
+    p.last_train = float(p.loss_sum) / max(1, p.loss_n)  # one sync per eval / checkpoint
+    if not math.isfinite(p.last_train):
+        p.status = "diverged"
+        p.error = (f"non-finite training loss by step {step} of {plan.steps} "
+                   f"(lr={run.cfg.lr:.3g}); stopped")
+        return False
+    p.loss_sum.zero_()
+    p.loss_n = 0
+    if run.ckpt and (step % plan.ckpt_every == 0 or step == plan.steps):
+        _save_state(run, p)
+    if step % plan.eval_every == 0 and step != plan.steps and report is not None:
+        val = evaluate(run.fwd, val_eval, run.device, run.autocast)
+        tps = (step - p.tok_mark) * run.tokens_per_step / max(1e-9, p.train_time - p.t_mark)
+        p.t_mark, p.tok_mark = p.train_time, step
+        report({"step": step, "tokens": step * run.tokens_per_step,
+                "train_loss": p.last_train, "val_loss": val, "tokens_per_s": tps})
+    return True
+
+
+def _save_state(run: _Run, p: _Progress) -> None:
+    import torch
+
+    _save(run.ckpt, {"fingerprint": _fingerprint(run.cfg, run.reps), "step": p.step,
+                     "model": run.model.state_dict(), "optim": run.opt.state_dict(),
+                     "rng_cpu": torch.get_rng_state(),
+                     "rng_cuda": torch.cuda.get_rng_state() if run.cuda else None,
+                     "loss_sum": p.loss_sum, "loss_n": p.loss_n, "last_train": p.last_train,
+                     "wall_s": run.wall_s(p.prev_wall)})
+
+
+def _final_eval(run: _Run, p: _Progress) -> float:
+    """Phase 5: the validation loss of a finished run (NaN, train loss too, if it diverged)."""
+    from raysweep.train.data import val_batches
+
+    if p.status != "ok":
+        p.last_train = float("nan")
+        return float("nan")
+    # fixed batches of 8 windows whatever batch_size is: every run of a study
+    # (and every batch size) is scored on the same windows
+    final = val_batches(run.corpus, run.cfg.final_eval_batches, FINAL_EVAL_BATCH,
+                        run.cfg.seq_len)
+    loss = evaluate(run.fwd, [(x.to(run.device), y.to(run.device)) for x, y in final],
+                    run.device, run.autocast)
+    if not math.isfinite(loss):
+        p.status = "diverged"
+        p.error = f"non-finite validation loss after {run.plan.steps} steps"
+        loss = float("nan")
+    return loss
+
+
+def _result_row(run: _Run, p: _Progress, loss: float) -> dict:
+    """Phase 6: the result row (:data:`ROW_KEYS`, extras, and the config's labels)."""
+    cfg, reps, n_params = run.cfg, run.reps, run.plan.n_params
     # what was trained: a diverged run stopped at ``step`` (resumed steps included),
     # so tokens, tokens_per_param and flops count those steps, not the planned ones
-    tokens = step * bsz * seq
+    tokens = p.step * run.tokens_per_step
     row = {
-        "n_params": n_params, "n_layers": cfg["n_layers"], "d_model": cfg["d_model"],
+        "n_params": n_params, "n_layers": cfg.n_layers, "d_model": cfg.d_model,
         "tokens": tokens,
         "tokens_per_param": tokens / n_params,
-        "seed": seed, "weights": cfg["weights"], "activations": cfg["activations"],
-        "loss": loss, "train_loss": last_train,
-        "gmse_weights": gw, "gmse_activations": ga, "bits_weights": bw, "bits_activations": ba,
+        "seed": cfg.seed, "weights": cfg.weights, "activations": cfg.activations,
+        "loss": loss, "train_loss": p.last_train,
+        "gmse_weights": reps.gmse_weights, "gmse_activations": reps.gmse_activations,
+        "bits_weights": reps.bits_weights, "bits_activations": reps.bits_activations,
         "flops": run_flops(n_params, tokens),
-        "wall_s": prev_wall + time.perf_counter() - t_start,
-        "tokens_per_s": (step - step0) * bsz * seq / max(1e-9, train_time[0]),
-        "status": status, "error": error, "data_hash": corpus.hash,
+        "wall_s": run.wall_s(p.prev_wall),
+        "tokens_per_s": (p.step - p.step0) * run.tokens_per_step / max(1e-9, p.train_time),
+        "status": p.status, "error": p.error, "data_hash": run.corpus.hash,
         # extras (not part of the contract, handy in tables)
-        "n_heads": cfg["n_heads"], "size": cfg["size"], "data": cfg["data"], "steps": step,
-        "steps_planned": steps, "tokens_per_param_target": cfg["tokens_per_param"],
-        "lr": cfg["lr"], "batch_size": bsz, "seq_len": seq, "device": str(device),
-        "estimator": cfg["estimator"], "backend": cfg["backend"],
+        "n_heads": cfg.n_heads, "size": cfg.size, "data": cfg.data, "steps": p.step,
+        "steps_planned": run.plan.steps, "tokens_per_param_target": cfg.tokens_per_param,
+        "lr": cfg.lr, "batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
+        "device": str(run.device), "estimator": cfg.estimator, "backend": cfg.backend,
     }
     for k in ("run_id", "study", "format"):
-        if cfg.get(k) is not None:
-            row[k] = cfg[k]
+        if getattr(cfg, k) is not None:
+            row[k] = getattr(cfg, k)
+    return row
+
+
+def _done_report(row: dict, p: _Progress) -> dict:
+    """Phase 7: the last ``report()`` of a run (``done=True``)."""
+    return {"step": p.step, "tokens": row["tokens"], "train_loss": p.last_train,
+            "val_loss": row["loss"], "tokens_per_s": row["tokens_per_s"], "loss": row["loss"],
+            "status": p.status, "done": True}
+
+
+# --------------------------------------------------------------------------- train
+
+
+def train(config: dict | TrainConfig, report: Callable[[dict], None] | None = None) -> dict:
+    """Train one model as ``config`` says; return the result row (see module docstring).
+
+    ``config`` is a dict of training keys or a :class:`TrainConfig`; it is
+    resolved once (bad keys fail before any work) and never written to.
+    """
+    t_start = time.perf_counter()
+    cfg = TrainConfig.resolve(config)
+    run = _build(_setup(cfg, t_start))
+    progress = _restore(run)
+    _step_loop(run, progress, report)
+    loss = _final_eval(run, progress)
+    row = _result_row(run, progress, loss)
     if report is not None:
-        report({"step": step, "tokens": step * bsz * seq, "train_loss": last_train,
-                "val_loss": loss, "tokens_per_s": row["tokens_per_s"], "loss": loss,
-                "status": status, "done": True})
+        report(_done_report(row, progress))
     return row

@@ -1,9 +1,9 @@
 """A Llama-style decoder: pre-norm RMSNorm, RoPE, SwiGLU, untied embedding and head, no biases.
 
-The model the paper trains (paper.md §4), small enough to read in one sitting.
-Shapes come from :mod:`raysweep.train.sizes` (torch-free), so the sweep can count
-parameters without building anything, and :meth:`GPT.param_counts` checks
-that the built model agrees.
+The model the paper trains (Panferov et al. 2025, training setup), small enough to
+read in one sitting. Shapes come from :mod:`raysweep.train.sizes` (torch-free), so
+the sweep can count parameters without building anything, and
+:meth:`GPT.param_counts` checks that the built model agrees.
 
 Design notes:
 
@@ -25,8 +25,8 @@ Design notes:
 - Attention is ``F.scaled_dot_product_attention(is_causal=True)``; RoPE uses
   the rotate-half form with base 10000, tables cached per sequence length.
 
-Parameter counting convention (paper.md §4): N = everything except the input
-embedding and the output head; the RMSNorm weights count.
+Parameter counting convention (Panferov et al. 2025, training setup): N = everything
+except the input embedding and the output head; the RMSNorm weights count.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raysweep.errors import RaysweepError
-from raysweep.train.sizes import mlp_hidden, param_groups
+from raysweep.train.sizes import group_counts, mlp_hidden
 
 ROPE_BASE = 10000.0
 NORM_EPS = 1e-6
@@ -178,7 +178,7 @@ class GPT(nn.Module):
 
         Groups: ``embedding``, ``attention`` (qkv + proj), ``mlp`` (gate_up + down),
         ``norm`` (all RMSNorm weights), ``head``; ``non_embedding`` = N =
-        attention + mlp + norm (paper.md §4); ``total``.
+        attention + mlp + norm (Panferov et al. 2025, training setup); ``total``.
         """
         groups = dict.fromkeys(("embedding", "attention", "mlp", "norm", "head"), 0)
         for name, p in self.named_parameters():
@@ -197,5 +197,5 @@ class GPT(nn.Module):
         return groups
 
     def expected_counts(self) -> dict[str, int]:
-        """The same groups from :func:`raysweep.train.sizes.param_groups` (no module walk)."""
-        return param_groups(self.n_layers, self.d_model, self.vocab)
+        """The same groups from :func:`raysweep.train.sizes.group_counts` (no module walk)."""
+        return group_counts(self.n_layers, self.d_model, self.vocab)

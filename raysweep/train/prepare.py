@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from raysweep.atomic import atomic_write_bytes, file_mode
-from raysweep.errors import RaysweepError
+from raysweep.errors import RaysweepError, check_number
 from raysweep.train.data import build_bytes, path_hash, stdlib_corpus
 
 SOURCES = "stdlib, sitepackages, hf:DATASET[:CONFIG]"
@@ -218,6 +218,8 @@ def _prepare_hf(name: str, out: str, tokenizer: str | None, max_bytes: int | Non
 def prepare(source: str, out: str, tokenizer: str | None = None,
             max_bytes: int | None = None) -> dict:
     """Write ``source`` under ``out``; returns the meta dict (also in ``out/meta.json``)."""
+    if max_bytes is not None:
+        max_bytes = int(check_number("--max-bytes", max_bytes, lo=1, integer=True))
     t0 = time.perf_counter()
     if source == "stdlib":
         c = stdlib_corpus()

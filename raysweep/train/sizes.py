@@ -7,12 +7,12 @@ here, and its tests check that ``count_params`` equals the built model's count.
 
 A size is one of
 
-- a paper preset, ``30M`` / ``50M`` / ``100M`` / ``200M`` (paper.md §4: layers,
-  heads, d_model and peak LR from the table; vocab 32000 gives N = 30,482,560
+- a paper preset, ``30M`` / ``50M`` / ``100M`` / ``200M`` (Panferov et al. 2025, training
+  setup: layers, heads, d_model and peak LR from the table; vocab 32000 gives N = 30,482,560
   for 30M);
 - a value of the size dial, ``d{W}`` (or the bare integer W): the model width,
   every other dimension derived by the rules below (e.g. ``d32``, ``d48``, ``d80``,
-  the 2-core CPU sizes of cpu-scale.md, or ``d256`` / ``d384`` for a GPU);
+  the 2-core CPU sizes of docs/cpu-scale.md, or ``d256`` / ``d384`` for a GPU);
 - an explicit ``{n_layers}x{d_model}`` such as ``2x64``: the same derivation for
   heads and MLP width, with the depth given.
 
@@ -24,9 +24,11 @@ The derivation (one place, nanochat-style)::
                                                          d256 -> 4, d384 -> 6, d640 -> 10)
     3. head_dim    = 16 if W < 256, 64 if W < 640, else 128
                                                         (the paper presets all use 128;
-                                                         cpu-scale.md measured 16 at tiny sizes)
+                                                         docs/cpu-scale.md measured 16 at tiny
+                                                         sizes)
        n_heads     = W / head_dim, moved to the nearest divisor of W giving an even head dim
-    4. mlp_hidden  = 256 * ceil((8 W / 3) / 256)        if W >= 256   (paper.md §4)
+    4. mlp_hidden  = 256 * ceil((8 W / 3) / 256)        if W >= 256   (Panferov et al. 2025,
+                                                                      training setup)
                    = 16 * round((8 W / 3) / 16)         if W <  256   (tiny: a multiple of 16;
                                                          256-rounding would add up to 3x
                                                          the SwiGLU width at W = 32)
@@ -34,13 +36,13 @@ The derivation (one place, nanochat-style)::
                          (q, k, v, o; gate, up, down; two RMSNorms per block; final norm)
        embedding = head = vocab * W (untied, not counted in N)
     6. peak LR = the paper's table for presets; 3e-3 * sqrt(128 / W) otherwise
-                 (cpu-scale.md: the recipe measured to work at W = 32..128)
+                 (docs/cpu-scale.md: the recipe measured to work at W = 32..128)
 
 Checked values (vocab 256, head dim 16): ``d32`` -> 2x32, N = 23,712; ``d48`` -> N = 55,536;
-``d80`` -> N = 151,440; ``2x128`` -> N = 389,760 (cpu-scale.md). Presets (vocab 32000):
-30M -> 30,482,560; 50M -> 49,556,736; 100M -> 102,777,856; 200M -> 203,188,480. The
-GPU planning points of gpu.md come out as ``d256`` -> 4x256, N = 3.41M and ``d384`` ->
-6x384, N = 10.62M.
+``d80`` -> N = 151,440; ``2x128`` -> N = 389,760 (docs/cpu-scale.md). Presets (vocab
+32000): 30M -> 30,482,560; 50M -> 49,556,736; 100M -> 102,777,856; 200M -> 203,188,480.
+The GPU planning points of docs/gpu.md come out as ``d256`` -> 4x256, N = 3.41M and
+``d384`` -> 6x384, N = 10.62M.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ import re
 
 from raysweep.errors import RaysweepError
 
-# name -> (n_layers, n_heads, d_model, peak_lr), paper.md §4.
+# name -> (n_layers, n_heads, d_model, peak_lr): Panferov et al. 2025, training setup.
 PRESETS: dict[str, tuple[int, int, int, float]] = {
     "30M": (6, 5, 640, 1.2e-3),
     "50M": (7, 6, 768, 1.2e-3),
@@ -62,6 +64,8 @@ SIZE_FORMS = (
     "a preset (30M, 50M, 100M, 200M), a dial value d{W} (e.g. d32, d80), or LxD (e.g. 2x64)"
 )
 
+# Beyond any model this tool trains (the paper's largest is 200M): an absurd size is an error.
+MAX_LAYERS, MAX_WIDTH = 512, 65536
 _LXD = re.compile(r"^(\d+)x(\d+)$")
 _DIAL = re.compile(r"^d?(\d+)$")
 
@@ -107,19 +111,21 @@ def resolve_size(size: str | int, vocab: int = 256) -> tuple[int, int, int]:
     m = _LXD.match(key.lower())
     if m:
         n_layers, d_model = int(m.group(1)), int(m.group(2))
-        if n_layers < 1 or d_model < 2:
-            raise RaysweepError(f"size: {size!r} needs n_layers >= 1 and d_model >= 2")
+        if not (1 <= n_layers <= MAX_LAYERS and 2 <= d_model <= MAX_WIDTH):
+            raise RaysweepError(f"size: {size!r} needs 1 <= n_layers <= {MAX_LAYERS} and "
+                                f"2 <= d_model <= {MAX_WIDTH}")
         return n_layers, d_model, default_heads(d_model)
     m = _DIAL.match(key.lower())
     if m:
         d_model = int(m.group(1))
-        if d_model < 16 or d_model % 16:
-            raise RaysweepError(f"size: dial width {d_model} must be a multiple of 16 (>= 16)")
+        if d_model < 16 or d_model % 16 or d_model > MAX_WIDTH:
+            raise RaysweepError(f"size: dial width {d_model} must be a multiple of 16 in "
+                                f"[16, {MAX_WIDTH}]")
         return dial_layers(d_model), d_model, default_heads(d_model)
     raise RaysweepError(f"size: unknown size {size!r}; expected {SIZE_FORMS}")
 
 
-def param_groups(n_layers: int, d_model: int, vocab: int) -> dict[str, int]:
+def group_counts(n_layers: int, d_model: int, vocab: int) -> dict[str, int]:
     """Parameter counts by group (the convention of ``GPT.param_counts`` in train.model)."""
     h = mlp_hidden(d_model)
     groups = {
@@ -142,7 +148,7 @@ def count_params(n_layers: int, d_model: int, n_heads: int, vocab: int = 256) ->
     """
     if n_heads < 1 or d_model % n_heads:
         raise RaysweepError(f"n_heads: {n_heads} must divide d_model={d_model}")
-    return param_groups(n_layers, d_model, vocab)["non_embedding"]
+    return group_counts(n_layers, d_model, vocab)["non_embedding"]
 
 
 def default_lr(size: str | int | None = None, d_model: int | None = None) -> float:

@@ -1,4 +1,4 @@
-"""An interrupted `raysweep run` (SIGKILL or SIGINT of the driver) resumes with every row once.
+"""An interrupted `raysweep run` (SIGKILL, SIGINT or SIGTERM of the driver) resumes, every row once.
 
 Each case runs the CLI in its own process group (its own local Ray), interrupts
 it once a few trials have landed in the registry, re-runs it to completion and
@@ -40,7 +40,8 @@ def _kill_group(proc):
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "sigint"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM],
+                         ids=["sigkill", "sigint", "sigterm"])
 def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path, sig):
     study = tmp_path / "intr.yaml"
     study.write_text(yaml.safe_dump(STUDY))
@@ -60,8 +61,10 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path, sig):
         _kill_group(proc)
     n_first = len(reg.records())
     assert n_first < 24, "the run finished before it was interrupted"
-    if sig == signal.SIGINT:  # Ctrl-C: a clean stop with a resume hint, exit 130
-        assert proc.returncode == 130, proc.stderr.read().decode()[-2000:]
+    if sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C or a kill: clean stop, exit 130
+        err = proc.stderr.read().decode()
+        assert proc.returncode == 130, err[-2000:]
+        assert "run the same command again to resume" in err and "Traceback" not in err
 
     res = subprocess.run(_cmd(study, out), capture_output=True, timeout=120, start_new_session=True)
     assert res.returncode == 0, res.stderr.decode()[-2000:]

@@ -202,3 +202,17 @@ def test_active_strategy_plugs_in_its_searcher(ray_session, tmp_path):
     again = run(s, tmp_path)  # resume: done rows are answered from the registry
     df = table(tmp_path, "act")
     assert df["run_id"].is_unique and len(df) == first["finished"] + again["finished"]
+
+
+def test_renamed_representation_rows_stay_in_the_registry_not_the_table(ray_session, tmp_path,
+                                                                        capsys):
+    run(make("ren"), tmp_path)
+    reps = [{"name": "dense"}, {"name": "w4a4", "weights": "int4", "activations": "int4"},
+            {"name": "int2-w", "weights": "int2"}]  # w2 renamed: the label is in the run id
+    res = run(make("ren", representations=reps), tmp_path)
+    assert res["already_done"] == 8 and res["finished"] == 4
+    assert "4 finished runs in the registry are not trials of this study" in \
+        capsys.readouterr().err
+    df = table(tmp_path, "ren")
+    assert len(df) == 12 and set(df["format"]) == {"dense", "w4a4", "int2-w"}
+    assert len(Registry(tmp_path / "ren").done_rows()) == 16  # nothing lost

@@ -11,6 +11,7 @@ from raysweep.cli import main
 from raysweep.errors import RaysweepError
 from raysweep.train.data import (
     SYNTHETIC_ENTROPY,
+    Corpus,
     DeviceBatches,
     load_corpus,
     memmap_corpus,
@@ -67,6 +68,18 @@ def test_batches_depend_on_seed_and_step_only():
     assert torch.equal(x1[:, 1:], y1[:, :-1]) and x1.dtype == torch.int64
     v1, v2 = val_batches(c, 3, 4, 32), val_batches(c, 3, 4, 32)
     assert len(v1) == 3 and all(torch.equal(a[0], b[0]) for a, b in zip(v1, v2))
+
+
+def test_train_batch_reaches_the_last_window():
+    seq = 4
+    tokens = np.arange(seq + 3, dtype=np.uint8)  # starts 0, 1, 2 are valid
+    corpus = Corpus("tiny", tokens, tokens, 256, "h")
+    starts = set()
+    for step in range(200):
+        x, y = train_batch(corpus, step, 0, 4, seq)
+        starts.update(x[:, 0].tolist())
+        assert (y[:, -1] <= len(tokens) - 1).all()
+    assert starts == {0, 1, 2}  # the last start, len - seq - 1, included
 
 
 def test_device_batches_equal_train_batch():
@@ -129,3 +142,12 @@ def test_hf_without_packages_names_them(tmp_path):
         pass
     with pytest.raises(RaysweepError, match="datasets|tokenizers"):
         prepare("hf:roneneldan/TinyStories", str(tmp_path / "hf"), tokenizer="gpt2")
+
+
+def test_prepare_refuses_a_non_positive_byte_cap(tmp_path):
+    from raysweep.train.prepare import prepare
+
+    for bad in (-5, 0):
+        with pytest.raises(RaysweepError, match=r"--max-bytes: got .*: out of range"):
+            prepare("sitepackages", str(tmp_path / "d"), max_bytes=bad)
+    assert not (tmp_path / "d").exists()

@@ -11,7 +11,7 @@ import torch
 from raysweep.cli import main
 from raysweep.errors import RaysweepError
 from raysweep.train.config import resolve_config
-from raysweep.train.loop import ROW_KEYS, lr_at, param_groups, train
+from raysweep.train.loop import ROW_KEYS, lr_at, optimizer_groups, train
 
 # 40 steps of 8 x 64 tokens on the synthetic Markov chain: ~0.3 s
 TINY = {"size": "2x32", "data": "synthetic", "tokens": 40 * 8 * 64, "seq_len": 64,
@@ -97,7 +97,7 @@ def test_lr_schedule_and_decay_groups():
     from raysweep.train.model import GPT
 
     model = GPT(2, 32, 2, 64)
-    decay, no_decay = param_groups(model, 0.1)
+    decay, no_decay = optimizer_groups(model, 0.1)
     ids = {id(p) for p in decay["params"]}
     assert id(model.embed.weight) not in ids and id(model.norm.weight) not in ids
     assert id(model.head.weight) in ids and id(model.blocks[1].mlp.down.weight) in ids

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from raysweep.errors import RaysweepError
-from raysweep.train.sizes import count_params, default_lr, mlp_hidden, param_groups, resolve_size
+from raysweep.train.sizes import count_params, default_lr, group_counts, mlp_hidden, resolve_size
 
 PRESET_N = {"30M": 30_482_560, "50M": 49_556_736, "100M": 102_777_856, "200M": 203_188_480}
 
@@ -39,7 +39,7 @@ def test_dial_and_lxd_sizes(size, shape, n):
 
 
 def test_groups_add_up_and_exclude_embeddings():
-    g = param_groups(2, 32, 256)
+    g = group_counts(2, 32, 256)
     assert g["non_embedding"] == g["attention"] + g["mlp"] + g["norm"]
     assert g["embedding"] == g["head"] == 256 * 32
     assert g["total"] == g["non_embedding"] + 2 * 256 * 32
