@@ -4,6 +4,7 @@
 >>> rep = parse("int4")
 >>> x_hat, trust = rep.project(x)          # along the last dim
 >>> rep.gmse()                             # GMSE(value=0.01154..., stderr=0.0, method='exact')
+>>> rep.plan                               # ProjectionPlan(grid=IntGrid(bits=4, ...), ...)
 
 See docs/formats.md for the grammar, conventions and limits. Importing this
 package imports numpy and scipy but not torch (torch is imported on first
@@ -14,8 +15,18 @@ from __future__ import annotations
 
 # Importing the form modules registers their spec forms (order = error-message order).
 from . import noise, scalar, sparse, vq  # noqa: F401
-from .base import Identity, Representation, forms, valid_forms
+from .base import (
+    Identity,
+    IntGrid,
+    KeepMask,
+    ProjectionPlan,
+    Representation,
+    Rotation,
+    forms,
+    valid_forms,
+)
 from .gaussian import GMSE
 from .parse import Composite, parse
 
-__all__ = ["GMSE", "Composite", "Identity", "Representation", "forms", "parse", "valid_forms"]
+__all__ = ["GMSE", "Composite", "Identity", "IntGrid", "KeepMask", "ProjectionPlan",
+           "Representation", "Rotation", "forms", "parse", "valid_forms"]

@@ -1,17 +1,25 @@
-"""The Representation base class and the registry of spec forms.
+"""The Representation base class and the table of spec forms.
 
 A representation projects a tensor along its last dimension (rows = all other
 dims) and knows its Gaussian MSE, storage cost and capacity family. Subclasses
 implement ``_project(x32) -> (x_hat32, mask | None)`` on a float32 tensor;
 :meth:`Representation.project` handles dtypes, shapes and empty tensors.
 
-The registry maps a form name (``"int"``, ``"sparse"``, ...) to a regular
+Every representation also says *how* it projects, through one typed
+description, :class:`ProjectionPlan` (``rep.plan``): the per-row int grid a
+fused kernel computes bit for bit, the keep-mask rule of a sparsity part, the
+Hadamard rotation around an inner representation, the parts of a composite,
+and whether it is the identity. The layer (``raysweep.train.layers``) routes on
+``rep.plan`` alone; each representation class builds its own in :meth:`_plan`.
+
+The table of forms (``register``) maps a form name (``"int"``, ``"sparse"``, ...) to a regular
 expression for the base spec and a builder. It fails loudly on a name
 collision, and :func:`valid_forms` is what a bad spec's error message lists.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable
@@ -27,14 +35,90 @@ TINY = 1.1754943508222875e-38  # float32 tiny: the floor of every scale
 MC_VERSION = "mc2"  # bump when a projection's numbers change (invalidates cached MC GMSE)
 
 
+# ----------------------------------------------------------------------------- projection plan
+
+
+@dataclass(frozen=True)
+class IntGrid:
+    """A per-row RMS int grid that ``raysweep.kernels.int_quant`` computes bit for bit.
+
+    ``kind`` is ``"int"`` (the only kernel grid so far), ``bits`` the grid's b,
+    ``clip_mult`` its clip alpha*(b) in units of the row RMS. The kernel's trust
+    mask is the half-step rule, so a grid with a wider trust radius (``int1@h``'s
+    inner grid) still names it here but the layer leaves int1 to ``project``.
+    """
+
+    bits: int
+    clip_mult: float
+    kind: str = "int"
+
+
+@dataclass(frozen=True)
+class KeepMask:
+    """The keep mask of a sparsity part (its trust mask is the same mask).
+
+    ``kind``: ``"topk"`` (per-row magnitude top-k, ties at the threshold kept,
+    ``kernels.topk_mask``) or ``"nm"`` (``kernels.nm_mask``, ``nm = (n, m)``).
+    ``keep_count(n)`` (topk): the entries kept per row at row length n, or None
+    where the projection is not a per-row top-k (e.g. tiny rows pruned per
+    tensor); a topk mask without the rule leaves the layer to ask ``project``.
+    """
+
+    kind: str
+    nm: tuple[int, int] | None = None
+    keep_count: Callable[[int], int | None] | None = None
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """An ``@h`` block-Hadamard rotation around ``inner`` (the un-rotated representation).
+
+    ``block`` is the largest block size; on a last dim n the block used is
+    :func:`raysweep.formats.hadamard.block_size` ``(n, block)``. The inner trust
+    mask lives in the rotated domain, so a layer rotates, projects by ``inner``
+    and applies the inner mask there.
+    """
+
+    block: int
+    inner: Representation
+
+
+@dataclass(frozen=True)
+class ProjectionPlan:
+    """How a representation projects: the one description a layer routes on.
+
+    - ``identity``: ``project`` returns x itself (a layer skips it).
+    - ``grid``: the :class:`IntGrid` a fused kernel reproduces, or None.
+    - ``mask``: the :class:`KeepMask` of a sparsity part, or None (not sparse).
+    - ``rotation``: the :class:`Rotation` of an ``@h`` spec, or None.
+    - ``parts``: the parts of a composite ``A+B`` (applied left to right), or ``()``.
+
+    A plan with none of these set (VQ, noise, fp grids, ``@absmax``/``@g``)
+    means: call ``project`` and use its trust mask.
+    """
+
+    identity: bool = False
+    grid: IntGrid | None = None
+    mask: KeepMask | None = None
+    rotation: Rotation | None = None
+    parts: tuple[Representation, ...] = ()
+
+    @property
+    def sparse(self) -> bool:
+        """A sparsity part (its backward estimator is a keep mask)."""
+        return self.mask is not None
+
+
 class Representation:
     """One compressed representation (see docs/formats.md).
 
     Attributes: ``spec`` (canonical string), ``family`` (capacity family of the
-    fit), ``bits_per_element`` (storage cost), ``is_identity``; routing hints
-    for the layer: ``grid`` (``("int", bits, clip_mult)`` for per-row RMS int
-    grids), ``sparsity`` (fraction zeroed), ``nm`` ((n, m)), ``hadamard``
-    (block size of an ``@h`` rotation), ``parts`` (the parts of ``A+B``).
+    fit), ``bits_per_element`` (storage cost), ``is_identity``, and :attr:`plan`
+    (:class:`ProjectionPlan`, how it projects: what a layer routes on).
+    Descriptive attributes, read by the fit and tests: ``grid`` (``("int", bits,
+    clip_mult)`` for per-row RMS int grids), ``sparsity`` (fraction zeroed),
+    ``nm`` ((n, m)), ``hadamard`` (block size of an ``@h`` rotation), ``parts``
+    (the parts of ``A+B``).
     """
 
     spec: str = ""
@@ -47,6 +131,15 @@ class Representation:
     hadamard: int | None = None
     parts: tuple | None = None
     cache_tag: str = ""  # extra Monte Carlo cache key (e.g. a codebook's build settings)
+
+    @functools.cached_property
+    def plan(self) -> ProjectionPlan:
+        """How this representation projects (built once by :meth:`_plan`)."""
+        return self._plan()
+
+    def _plan(self) -> ProjectionPlan:
+        """Subclasses describe themselves; the default is "call project, use its mask"."""
+        return ProjectionPlan(identity=self.is_identity)
 
     def project(self, x):
         """(x_hat, trust_mask | None): x projected along its last dim.
@@ -80,8 +173,10 @@ class Representation:
         model has a smaller GMSE than the 1024-row value, and on 640+ rows of
         the paper presets a similar one. ``row_len`` (a multiple of
         ``row_multiple``) asks for the Monte Carlo on rows of that length, e.g.
-        the trained layer's reduction dimension (paper.md §3: absmax needs MC
-        "with the actual group size"); exact values ignore it.
+        the trained layer's reduction dimension (Panferov et al. 2025, "Unified
+        Scaling Laws for Compressed Representations", GMSE reference values
+        section: absmax needs MC "with the actual group size"); exact values
+        ignore it.
         """
         if row_len is not None:
             row_len = int(row_len)
@@ -155,6 +250,9 @@ class Identity(Representation):
     def __init__(self) -> None:
         self.spec = "bf16"
 
+    def _plan(self) -> ProjectionPlan:
+        return ProjectionPlan(identity=True)
+
     def project(self, x):
         return x, None
 
@@ -162,7 +260,7 @@ class Identity(Representation):
         return GMSE(0.0, 0.0, "exact")
 
 
-# ----------------------------------------------------------------------------- registry
+# ------------------------------------------------ the table of spec forms (not the run registry)
 
 
 @dataclass(frozen=True)
@@ -184,7 +282,7 @@ def register(name: str, pattern: str, usage: str):
     def deco(build):
         if name in _FORMS:
             raise RuntimeError(f"format form {name!r} registered twice")
-        _FORMS[name] = Form(name, re.compile(pattern + r"\Z"), usage, build)
+        _FORMS[name] = Form(name, re.compile(pattern + r"\Z", re.ASCII), usage, build)
         return build
 
     return deco
@@ -194,6 +292,7 @@ def forms() -> dict[str, Form]:
     return dict(_FORMS)
 
 
+MAX_PARTS = 4  # parts of a composite A+B+...: each adds a projection (and Monte Carlo cost)
 OPTIONS_USAGE = "options @absmax, @g{G} (G = 2..65536), @h (int, fp, lloyd, ternary; @h also vq)"
 
 
@@ -202,7 +301,7 @@ def valid_forms() -> str:
     order = ("int", "fp", "float", "lloyd", "ternary", "noise", "sparse", "nm", "vq")
     names = sorted(_FORMS, key=lambda n: order.index(n) if n in order else len(order))
     return ("valid forms: bf16|none, " + ", ".join(_FORMS[n].usage for n in names)
-            + f"; {OPTIONS_USAGE}; compose with A+B")
+            + f"; {OPTIONS_USAGE}; compose with A+B (at most {MAX_PARTS} parts)")
 
 
 def spec_error(part: str, why: str) -> SpecError:

@@ -1,4 +1,8 @@
-"""Exact Gaussian MSE of scalar grids (paper.md §3) and Monte Carlo for the rest.
+"""Exact Gaussian MSE of scalar grids and Monte Carlo for the rest.
+
+The reference values checked against are those of Panferov et al. 2025,
+"Unified Scaling Laws for Compressed Representations", GMSE reference values
+section.
 
 A scalar quantizer maps x ~ N(0, 1) to the nearest of the sorted levels
 ``c_0 < ... < c_{K-1}``; cell i is ``[l_i, r_i]`` between the midpoints of

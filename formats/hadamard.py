@@ -4,21 +4,23 @@
 size 128 applied to consecutive blocks of the last dim (block diagonal). H is
 symmetric and orthogonal, so the same product undoes the rotation. When the
 last dim n is not a multiple of 128 the block is the largest power of two
-<= 128 dividing n (64, 32, ...; an odd n gets block 1, i.e. no rotation), the
-rule :func:`raysweep.train.layers.hadamard_block` also uses. Matrices are built
-lazily on the input's device and dtype, once per (size, device, dtype).
+<= 128 dividing n (64, 32, ...; an odd n gets block 1, i.e. no rotation):
+:func:`block_size`. Matrices are built lazily on the input's device and dtype,
+once per (size, device, dtype). These are the only Hadamard functions of the
+project: the layer (raysweep.train.layers) rotates with :func:`rotate` too.
 
 GMSE equals the inner representation's: an orthogonal rotation of i.i.d.
 N(0, 1) data is again i.i.d. N(0, 1), and the error's norm is unchanged.
 The trust mask lives in the rotated domain, so ``project`` returns None; the
-layer (raysweep.train.layers) rotates itself and applies the inner mask there.
+plan (``Rotation(block, inner)``) tells a layer to rotate itself, project by
+``inner`` and apply the inner mask there.
 """
 
 from __future__ import annotations
 
 import math
 
-from .base import Representation
+from .base import ProjectionPlan, Representation, Rotation
 from .gaussian import GMSE
 
 MAX_BLOCK = 128
@@ -69,6 +71,9 @@ class Rotated(Representation):
         self.family = inner.family
         self.bits_per_element = inner.bits_per_element
         self.row_multiple = inner.row_multiple
+
+    def _plan(self) -> ProjectionPlan:
+        return ProjectionPlan(rotation=Rotation(self.hadamard, self.inner))
 
     def _project(self, x):
         q, _ = self.inner.project(rotate(x))

@@ -1,8 +1,10 @@
 """``noise{b}``: additive Gaussian noise at the rate-distortion bound of b bits.
 
 ``x_hat = x + eps * RMS(row) * 2^-b`` with eps ~ N(0, 1) i.i.d., so the
-relative MSE is exactly ``4^-b`` (paper.md §3: the information-theoretic bound
-that trained quantized models are compared against). Projection is
+relative MSE is exactly ``4^-b`` (Panferov et al. 2025, "Unified Scaling Laws
+for Compressed Representations", GMSE reference values section: the
+information-theoretic bound that trained quantized models are compared
+against). Projection is
 stochastic: it draws from ``self.generator`` if one is set (a
 ``torch.Generator`` on the input's device), else from torch's global RNG, so a
 training run seeded with ``torch.manual_seed`` is reproducible. No trust mask
@@ -11,7 +13,7 @@ training run seeded with ``torch.manual_seed`` is reproducible. No trust mask
 
 from __future__ import annotations
 
-from .base import Representation, register, spec_error
+from .base import ProjectionPlan, Representation, register, spec_error
 from .gaussian import GMSE
 
 
@@ -25,6 +27,9 @@ class Noise(Representation):
         self.bits_per_element = float(bits)
         self.sigma = 2.0 ** -bits
         self.generator = None
+
+    def _plan(self) -> ProjectionPlan:
+        return ProjectionPlan()  # no kernel, no trust mask (the gradient passes everywhere)
 
     def _project(self, x):
         import torch

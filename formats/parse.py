@@ -10,6 +10,11 @@ Grammar (docs/formats.md)::
 
 Canonical spec: bases as registered (``none`` -> ``bf16``), options in the
 order absmax, g{G}, h, parts joined by ``+``. Parsing is cached per string.
+
+Numbers are written canonically or the spec is an error: ASCII digits only
+(``int４`` is refused), no leading zeros (``int04``, ``sparse050``, ``@g032``:
+the error names the canonical form), no whitespace inside a spec (only around
+it); a composite has at most :data:`MAX_PARTS` parts.
 """
 
 from __future__ import annotations
@@ -18,12 +23,15 @@ import functools
 import math
 import re
 
-from .base import Identity, Representation, forms, spec_error
+from raysweep.errors import SpecError
+
+from .base import MAX_PARTS, Identity, ProjectionPlan, Representation, forms, spec_error
 from .gaussian import GMSE
 
 SCALAR_FORMS = ("int", "fp", "float", "lloyd", "ternary")
 ROTATABLE_FORMS = SCALAR_FORMS + ("vq",)
-_GROUP = re.compile(r"g(\d+)\Z")
+_GROUP = re.compile(r"g([0-9]+)\Z", re.ASCII)
+_LEADING_ZERO = re.compile(r"(?<![0-9.])0+(?=[0-9])", re.ASCII)  # 04, 050, 00.5; not 0, 0.5
 
 
 class Composite(Representation):
@@ -57,6 +65,9 @@ class Composite(Representation):
         if len(sp) == 1 and len(parts) == 1:  # pragma: no cover - single parts are not Composite
             self.sparsity = sp[0]
 
+    def _plan(self) -> ProjectionPlan:
+        return ProjectionPlan(identity=self.is_identity, parts=self.parts)
+
     def _project(self, x):
         mask = None
         for p in self.parts:
@@ -84,7 +95,10 @@ def _options(part: str, opts: list[str]) -> dict:
     out = {"absmax": False, "group": None, "h": False}
     seen = set()
     for o in opts:
-        key = "g" if _GROUP.match(o) else o
+        grp = _GROUP.match(o)
+        if o == "g":
+            raise spec_error(part, "option @g needs a group size G = 2..65536, e.g. @g32")
+        key = "g{G}" if grp else o
         if key in seen:
             raise spec_error(part, f"option @{o} given twice")
         seen.add(key)
@@ -92,8 +106,8 @@ def _options(part: str, opts: list[str]) -> dict:
             out["absmax"] = True
         elif o == "h":
             out["h"] = True
-        elif key == "g":
-            g = int(_GROUP.match(o).group(1))
+        elif grp:
+            g = int(grp.group(1))
             if not 2 <= g <= 65536:
                 raise spec_error(part, f"group size @g{g} out of range 2..65536")
             out["group"] = g
@@ -108,11 +122,28 @@ def _canonical_options(o: dict) -> str:
     return s
 
 
+def _check_text(part: str) -> None:
+    """Refuse what is not a canonical spec string: whitespace, non-ASCII, leading zeros."""
+    if any(c.isspace() for c in part):
+        raise spec_error(part, "spaces are not allowed inside a spec")
+    odd = next((c for c in part if not c.isascii()), None)
+    if odd is not None:
+        raise spec_error(part, f"non-ASCII character {odd!r} (U+{ord(odd):04X}); a spec is "
+                               "ASCII, numbers in the digits 0-9")
+    if _LEADING_ZERO.search(part):
+        fixed = _LEADING_ZERO.sub("", part)
+        try:
+            fixed = _parse_part(fixed).spec
+        except SpecError:
+            pass
+        raise spec_error(part, f"a number with a leading zero is not canonical; "
+                               f"write {fixed!r}")
+
+
 def _parse_part(part: str) -> Representation:
     if not part:
         raise spec_error(part, "empty part (a dangling '+' or an empty spec)")
-    if part != part.strip() or " " in part:
-        raise spec_error(part, "spaces are not allowed inside a spec")
+    _check_text(part)
     base, *opts = part.split("@")
     o = _options(part, opts)
     if base in ("bf16", "none"):
@@ -148,5 +179,8 @@ def parse(spec: str) -> Representation:
     pieces = spec.split("+")
     if "" in pieces:
         raise spec_error(spec, "dangling '+' (every part of A+B must be a spec)")
+    if len(pieces) > MAX_PARTS:
+        raise spec_error(spec, f"{len(pieces)} parts; a composite has at most {MAX_PARTS} "
+                               "parts (A+B+C+D)")
     parts = tuple(_parse_part(p) for p in pieces)
     return parts[0] if len(parts) == 1 else Composite(parts)

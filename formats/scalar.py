@@ -6,9 +6,10 @@ per group of G elements with ``@g{G}``)::
     RMS scaling (default):  s = c* RMS(row),    x_hat = s Q_L(x / s)
     @absmax:                s = max|row| / max(L)  (the top level lands on max|row|)
 
-with ``c*`` the MSE-optimal scale of L for N(0, 1) (paper.md §3), so GMSE is
-exact for RMS scaling without groups and Monte Carlo otherwise (the group or
-row maxima and RMS estimates depend on the group size).
+with ``c*`` the MSE-optimal scale of L for N(0, 1) (Panferov et al. 2025,
+"Unified Scaling Laws for Compressed Representations", GMSE reference values
+section), so GMSE is exact for RMS scaling without groups and Monte Carlo
+otherwise (the group or row maxima and RMS estimates depend on the group size).
 
 Rounding (a Triton kernel elsewhere reproduces it bit for bit):
 
@@ -20,12 +21,13 @@ Rounding (a Triton kernel elsewhere reproduces it bit for bit):
   midpoints; a value exactly on a midpoint goes to the lower level.
 - an all-zero row (or group) projects to zeros with a full trust mask.
 
-Trust mask (QuEST, paper.md §5): ``|x_hat - x| <= (step/2) s`` for int grids,
-i.e. clipped values more than half a step beyond the grid get no gradient;
-``int1@h`` uses a 1.30x wider radius (paper.md §5: "1-bit uses a wider trust
-region (scale 1.30 with Hadamard)"); plain ``int1`` keeps half a step. The
-inner grid of an ``@h`` spec is built with ``rotated=True`` (its mask lives in
-the rotated domain; the layer takes it from ``Rotated.inner``).
+Trust mask (QuEST, the paper's estimators section): ``|x_hat - x| <= (step/2) s``
+for int grids, i.e. clipped values more than half a step beyond the grid get
+no gradient; ``int1@h`` uses a 1.30x wider radius (estimators section: "1-bit
+uses a wider trust region (scale 1.30 with Hadamard)"); plain ``int1`` keeps
+half a step. The inner grid of an ``@h`` spec is built with ``rotated=True``
+(its mask lives in the rotated domain; the layer takes it from the plan's
+``Rotation.inner``).
 Other grids: ``|x| <= (top + gap/2) s`` with gap the distance between the two
 largest levels: the same rule (inside the grid the error is at most half the
 local gap).
@@ -37,7 +39,7 @@ import math
 
 import numpy as np
 
-from .base import TINY, Representation, register, spec_error
+from .base import TINY, IntGrid, ProjectionPlan, Representation, register, spec_error
 from .gaussian import GMSE, grid_mse, lloyd_levels, optimal_scale, uniform_levels
 
 INT1_TRUST_WIDEN = 1.30
@@ -80,6 +82,11 @@ class ScalarGrid(Representation):
             self.clip_mult = self.scale          # alpha*(b): top level in units of RMS
             if not absmax and not group:
                 self.grid = ("int", int_bits, self.clip_mult)
+
+    def _plan(self) -> ProjectionPlan:
+        """Per-row RMS int grids name their kernel grid; the rest project by themselves."""
+        g = self.grid
+        return ProjectionPlan(grid=None if g is None else IntGrid(g[1], g[2], kind=g[0]))
 
     # -- projection
     def _grouped(self, x):

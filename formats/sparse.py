@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 
-from .base import Representation, register, spec_error
+from .base import KeepMask, ProjectionPlan, Representation, register, spec_error
 from .gaussian import GMSE, sparse_gmse
 
 TINY_ROW = 16
@@ -44,6 +44,13 @@ class Sparse(Representation):
 
     def keep_count(self, n: int) -> int:
         return n - round(self.sparsity * n)
+
+    def row_keep_count(self, n: int) -> int | None:
+        """Entries kept per row at row length n; None for rows pruned per tensor."""
+        return self.keep_count(n) if n >= TINY_ROW else None
+
+    def _plan(self) -> ProjectionPlan:
+        return ProjectionPlan(mask=KeepMask("topk", keep_count=self.row_keep_count))
 
     def _project(self, x):
         from raysweep.kernels.reference import topk_mask_ref
@@ -73,6 +80,9 @@ class NM(Representation):
         self.keep_fraction = n / m
         self.mask_bits = math.log2(math.comb(m, n)) / m
         self.bits_per_element = self.mask_bits + 16.0 * self.keep_fraction
+
+    def _plan(self) -> ProjectionPlan:
+        return ProjectionPlan(mask=KeepMask("nm", nm=self.nm))
 
     def _project(self, x):
         from raysweep.kernels.reference import nm_mask_ref

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 
-from .base import TINY, Representation, cache_dir, register, save_cache, spec_error
+from .base import TINY, ProjectionPlan, Representation, cache_dir, register, save_cache, spec_error
 from .gaussian import lloyd_levels
 
 KMAX = {1: 8, 2: 10, 3: 10, 4: 10, 5: 10, 6: 10, 7: 10, 8: 10}
@@ -122,6 +122,9 @@ class VQ(Representation):
         self.row_multiple = d
         self.bits_per_element = k / d
         self.cache_tag = f"seed{SEED}-it{KMEANS_ITERS}-n{SAMPLES_PER_CODE}"
+
+    def _plan(self) -> ProjectionPlan:
+        return ProjectionPlan()  # no kernel: project, trust mask as it returns
 
     def _project(self, x):
         d = self.d

@@ -13,6 +13,10 @@ reference module for the exact operation order and tie rules).
 
 Triton is imported only when a Triton backend runs, so the torch backend works
 where Triton is missing (macOS, Windows).
+
+The backend switch lives here alone: :data:`BACKENDS` (the allowed names),
+:func:`check_backend` (validate a name) and :func:`use_triton` (does this
+backend run Triton for this tensor); ``raysweep.train.layers`` imports them.
 """
 
 from __future__ import annotations
@@ -20,22 +24,29 @@ from __future__ import annotations
 BACKENDS = ("auto", "triton", "torch")
 
 
-def _triton(backend: str, x) -> bool:
-    if backend == "torch":
-        return False
-    if backend == "triton":
-        return True
-    if backend == "auto":
-        return bool(x.is_cuda)
-    from raysweep.errors import RaysweepError
+def check_backend(backend: str) -> str:
+    """``backend`` itself if it is one of :data:`BACKENDS`, else a RaysweepError naming them."""
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        from raysweep.errors import RaysweepError
 
-    raise RaysweepError(f"backend: unknown {backend!r}; allowed: {', '.join(BACKENDS)}")
+        raise RaysweepError(f"backend: unknown {backend!r}; allowed: {', '.join(BACKENDS)}")
+    return backend
+
+
+def use_triton(backend: str, x) -> bool:
+    """Whether ``backend`` runs the Triton kernel on tensor x.
+
+    ``triton`` always, ``auto`` for CUDA tensors, ``torch`` never; an unknown
+    name is an error (:func:`check_backend`).
+    """
+    backend = check_backend(backend)
+    return backend == "triton" or (backend == "auto" and bool(x.is_cuda))
 
 
 def int_quant(x, bits: int, clip_mult: float, trust: float | None = None,
               backend: str = "auto"):
     """(x_hat, trust mask) of the per-row RMS int grid; see reference.int_quant_ref."""
-    if _triton(backend, x):
+    if use_triton(backend, x):
         from raysweep.kernels.quant import int_quant_triton
 
         return int_quant_triton(x, bits, clip_mult, trust)
@@ -46,7 +57,7 @@ def int_quant(x, bits: int, clip_mult: float, trust: float | None = None,
 
 def masked_grad(g, mask, backend: str = "auto"):
     """``g`` where ``mask`` is set, else 0 (the masked backward of an estimator)."""
-    if _triton(backend, g):
+    if use_triton(backend, g):
         from raysweep.kernels.quant import masked_grad_triton
 
         return masked_grad_triton(g, mask)
@@ -57,7 +68,7 @@ def masked_grad(g, mask, backend: str = "auto"):
 
 def topk_mask(x, k: int, backend: str = "auto"):
     """Bool mask keeping |x| >= the k-th largest |x| of each row (last dim)."""
-    if _triton(backend, x):
+    if use_triton(backend, x):
         from raysweep.kernels.sparse import topk_mask_triton
 
         return topk_mask_triton(x, k)
@@ -68,7 +79,7 @@ def topk_mask(x, k: int, backend: str = "auto"):
 
 def nm_mask(x, n: int, m: int, backend: str = "auto"):
     """Bool N:M mask: the n largest |x| of every m consecutive entries (earlier wins ties)."""
-    if _triton(backend, x):
+    if use_triton(backend, x):
         from raysweep.kernels.sparse import nm_mask_triton
 
         return nm_mask_triton(x, n, m)
@@ -77,4 +88,5 @@ def nm_mask(x, n: int, m: int, backend: str = "auto"):
     return nm_mask_ref(x, n, m)
 
 
-__all__ = ["BACKENDS", "int_quant", "masked_grad", "nm_mask", "topk_mask"]
+__all__ = ["BACKENDS", "check_backend", "int_quant", "masked_grad", "nm_mask", "topk_mask",
+           "use_triton"]

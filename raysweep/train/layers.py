@@ -11,13 +11,14 @@ The backward pass is an *estimator*: the gradient of ``x_hat`` with respect to
 ``x`` is replaced by a mask ``M`` (``grad_x = M * grad_x_hat``):
 
 - ``ste``: straight-through, ``M = 1`` everywhere.
-- ``trust`` (QuEST, Panferov et al. 2025; paper.md §5): the representation's
-  trust mask, ``|x_hat - x| <= step/2 * RMS`` for int grids, so points clipped
-  by more than half a step get no gradient. With a Hadamard spec (``@h``) the
-  mask lives in the rotated domain: ``grad_x = H^T (M * (H grad_x_hat))``.
+- ``trust`` (QuEST; Panferov et al. 2025, "Unified Scaling Laws for Compressed
+  Representations", estimators section): the representation's trust mask,
+  ``|x_hat - x| <= step/2 * RMS`` for int grids, so points clipped by more than
+  half a step get no gradient. With a Hadamard spec (``@h``) the mask lives in
+  the rotated domain: ``grad_x = H^T (M * (H grad_x_hat))``.
 - ``mask``: sparsity, backward mask = forward keep mask.
-- ``rbbm:A`` (RMSE-banded backward masking, paper.md §5): with ``T_k`` the
-  largest pruned magnitude of the row and
+- ``rbbm:A`` (RMSE-banded backward masking, the paper's estimators section):
+  with ``T_k`` the largest pruned magnitude of the row and
   ``T_a = RMS * Phi^-1(0.5 + (1 - A) (Phi(T_k / RMS) - 0.5))``,
   ``M = keep | (|x| < T_a)``: the band ``[T_a, T_k]`` of pruned entries gets no
   gradient, the smallest pruned entries do. ``A = 1`` gives ``T_a = 0`` (the
@@ -28,11 +29,19 @@ Composite specs (``sparse50+int4``) chain the parts: forward applies them left
 to right, backward applies the parts' masks right to left (the chain rule of
 the per-part estimators).
 
+Routing reads one typed description per representation,
+:class:`raysweep.formats.base.ProjectionPlan` (``rep.plan``): its ``parts``
+(composites), ``identity``, ``rotation`` (``@h``: block size and the inner
+representation; the rotation itself is :func:`raysweep.formats.hadamard.rotate`,
+in fp32), ``mask`` (top-k with its keep-count rule, or N:M) and ``grid`` (the
+per-row RMS int grid of the fused kernel).
+
 ``backend`` picks the implementation of the hot projections (per-row RMS int
 grid, magnitude top-k and N:M masks): ``triton`` runs :mod:`raysweep.kernels`,
 ``torch`` the representation's own ``project``; ``auto`` is Triton on CUDA
-tensors and torch elsewhere. Both give the same numbers on round-to-nearest
-paths.
+tensors and torch elsewhere (the switch is :func:`raysweep.kernels.use_triton`,
+the allowed names :data:`raysweep.kernels.BACKENDS`). Both give the same
+numbers on round-to-nearest paths.
 
 Identity specs (``bf16``/``none``) cost nothing: the layer is then a plain
 ``F.linear``, so a ``bf16`` model matches ``nn.Linear`` step for step.
@@ -41,7 +50,6 @@ Weight projection runs in fp32 even under bf16 autocast.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -51,9 +59,10 @@ from torch import nn
 
 from raysweep import kernels
 from raysweep.errors import RaysweepError
+from raysweep.formats import hadamard
+from raysweep.kernels import BACKENDS, check_backend, use_triton  # noqa: F401 (BACKENDS re-exported)
 
 ESTIMATORS = ("auto", "ste", "trust", "mask", "rbbm:A")
-BACKENDS = ("auto", "triton", "torch")
 
 
 # --------------------------------------------------------------------------- estimators
@@ -87,103 +96,49 @@ def parse_estimator(name: str) -> Estimator:
     raise RaysweepError(f"estimator: unknown {name!r}; allowed: {', '.join(ESTIMATORS)}")
 
 
-def _check_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise RaysweepError(f"backend: unknown {backend!r}; allowed: {', '.join(BACKENDS)}")
-    return backend
-
-
-# --------------------------------------------------------------------------- Hadamard
-
-
-def _hadamard_matrix(n: int, device, dtype) -> torch.Tensor:
-    """Orthonormal Sylvester Hadamard matrix of size n (a power of two); symmetric."""
-    h = torch.ones(1, 1, dtype=torch.float64)
-    while h.shape[0] < n:
-        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
-    return (h / math.sqrt(n)).to(device=device, dtype=dtype)
-
-
-def hadamard_block(n: int, max_block: int = 128) -> int:
-    """Block size for a last dim of n: the largest power of two <= max_block dividing n."""
-    b = max_block
-    while b > 1 and n % b:
-        b //= 2
-    return b
-
-
-def block_hadamard(x: torch.Tensor, block: int) -> torch.Tensor:
-    """Apply the orthonormal block Hadamard of size ``block`` along the last dim (fp32).
-
-    H is symmetric and orthogonal, so the same call also undoes the rotation.
-    """
-    h = _hadamard_matrix(block, x.device, torch.float32)
-    shape = x.shape
-    y = x.float().reshape(*shape[:-1], shape[-1] // block, block) @ h
-    return y.reshape(shape)
-
-
 # --------------------------------------------------------------------------- projection plan
 
 # A backward step is a function g -> g' (the estimator of one projection).
 BackStep = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _use_triton(backend: str, x: torch.Tensor) -> bool:
-    return backend == "triton" or (backend == "auto" and x.is_cuda)
+def _rotate32(x: torch.Tensor, block: int) -> torch.Tensor:
+    """formats' block Hadamard (its own inverse) of x in fp32, with fp32 matrices."""
+    return hadamard.rotate(x.float(), block)
 
 
-def _parts(rep) -> list:
-    """The representation's parts for composites (``A+B``), else ``[rep]``."""
-    parts = getattr(rep, "parts", None)
-    return list(parts) if parts else [rep]
-
-
-def _is_sparse(rep) -> bool:
-    return getattr(rep, "sparsity", None) is not None or getattr(rep, "nm", None) is not None
-
-
-def _hadamard_of(rep) -> tuple[int | None, object]:
-    """(block size, un-rotated representation) for ``@h`` specs, else (None, rep).
-
-    The layer rotates itself (so the trust mask of the inner grid is applied in
-    the rotated domain) and projects by the same spec without ``@h``.
-    """
-    parts = getattr(rep, "spec", "").split("@")
-    if "h" not in parts[1:]:
-        return None, rep
-    from raysweep.formats import parse
-
-    h = getattr(rep, "hadamard", None)
-    block = h if isinstance(h, int) and not isinstance(h, bool) and h >= 2 else 128
-    inner = getattr(rep, "inner", None)  # formats' Rotated.inner (int1@h: wider trust radius)
-    return block, inner if inner is not None else parse("@".join(p for p in parts if p != "h"))
+def _parts(rep) -> tuple:
+    """The representation's parts for composites (``A+B``), else ``(rep,)``."""
+    return rep.plan.parts or (rep,)
 
 
 def _project_part(rep, x: torch.Tensor, est: Estimator, backend: str):
     """Project x (fp32 or bf16) by one non-composite part; return (x_hat, back step or None)."""
-    block, inner = _hadamard_of(rep)
-    if block is not None:
-        block = hadamard_block(x.shape[-1], block)
-        xr = block_hadamard(x, block)
-        q, step = _project_part(inner, xr, est, backend)
-        x_hat = block_hadamard(q, block).to(x.dtype)
+    plan = rep.plan
+    rot = plan.rotation
+    if rot is not None:
+        # Rotate here, project by the inner representation (its trust mask lives in the
+        # rotated domain; int1@h's inner grid has the wider radius), rotate back.
+        block = hadamard.block_size(x.shape[-1], rot.block)
+        q, step = _project_part(rot.inner, _rotate32(x, block), est, backend)
+        x_hat = _rotate32(q, block).to(x.dtype)
         if step is None:
             return x_hat, None
-        return x_hat, lambda g: block_hadamard(step(block_hadamard(g, block)), block).to(g.dtype)
+        return x_hat, lambda g: _rotate32(step(_rotate32(g, block)), block).to(g.dtype)
 
-    if _is_sparse(rep):
+    if plan.sparse:
         x_hat, keep = _sparse_project(rep, x, backend)
         if est.kind == "ste":
             return x_hat, None
-        if est.kind == "rbbm" and getattr(rep, "nm", None) is None:
+        if est.kind == "rbbm" and plan.mask.kind == "topk":
             keep = rbbm_mask(x, keep, est.a)
         return x_hat, _mask_step(keep, backend)
 
-    grid = getattr(rep, "grid", None)
-    # int1 has a wider trust region in QuEST (paper.md §5): its mask stays with formats.
-    if grid is not None and grid[0] == "int" and grid[1] >= 2 and _use_triton(backend, x):
-        x_hat, mask = kernels.int_quant(x, grid[1], grid[2], backend="triton")
+    grid = plan.grid
+    # int1 has a wider trust region in QuEST (the paper's estimators section): its mask
+    # stays with formats.
+    if grid is not None and grid.kind == "int" and grid.bits >= 2 and use_triton(backend, x):
+        x_hat, mask = kernels.int_quant(x, grid.bits, grid.clip_mult, backend="triton")
     else:
         x_hat, mask = rep.project(x)
     if est.kind == "ste" or mask is None:
@@ -198,19 +153,19 @@ MASK_KERNEL = True
 
 def _mask_step(mask: torch.Tensor, backend: str = "torch") -> BackStep:
     """Backward step ``g -> g * mask`` (one fused pass with the Triton backend)."""
-    if MASK_KERNEL and _use_triton(backend, mask):
+    if MASK_KERNEL and use_triton(backend, mask):
         return lambda g: kernels.masked_grad(g, mask, backend="triton")
     return lambda g: torch.where(mask.bool(), g, torch.zeros((), dtype=g.dtype, device=g.device))
 
 
 def _sparse_project(rep, x: torch.Tensor, backend: str):
     """(x_hat, keep mask) of a sparsity part; Triton top-k / N:M where selected."""
-    nm = getattr(rep, "nm", None)
-    if _use_triton(backend, x) and x.dim() >= 1:
-        if nm is not None and x.shape[-1] % nm[1] == 0:
-            keep = kernels.nm_mask(x, nm[0], nm[1], backend="triton")
+    rule = rep.plan.mask
+    if use_triton(backend, x) and x.dim() >= 1:
+        if rule.kind == "nm" and x.shape[-1] % rule.nm[1] == 0:
+            keep = kernels.nm_mask(x, rule.nm[0], rule.nm[1], backend="triton")
             return x * keep, keep
-        k = _keep_count(rep, x.shape[-1]) if nm is None else None
+        k = _keep_count(rep, x.shape[-1]) if rule.kind == "topk" else None
         if k is not None:
             keep = kernels.topk_mask(x, k, backend="triton")
             return x * keep, keep
@@ -225,11 +180,17 @@ _KEEP_COUNTS: dict = {}
 def _keep_count(rep, n: int) -> int | None:
     """Entries per row the representation keeps at row length n, or None if not per row.
 
-    Asked of the representation itself (projecting two rows of distinct magnitudes
-    once per (spec, n)), so the Triton top-k keeps exactly what ``rep.project``
-    keeps, whatever rounding rule and tiny-row policy formats uses.
+    Asked of the representation itself: its plan's keep-count rule
+    (``KeepMask.keep_count``) when it states one, else by projecting two rows of
+    distinct magnitudes once per (spec, n). Either way the Triton top-k keeps
+    exactly what ``rep.project`` keeps, whatever rounding rule and tiny-row
+    policy formats uses. None also when nothing or everything is kept.
     """
-    key = (getattr(rep, "spec", id(rep)), n)
+    rule = rep.plan.mask.keep_count
+    if rule is not None:
+        k = rule(n)
+        return k if k is not None and 0 < k < n else None
+    key = (rep.spec, n)
     if key not in _KEEP_COUNTS:
         probe = torch.arange(1, 2 * n + 1, dtype=torch.float32).reshape(2, n)
         x_hat, _ = rep.project(probe)
@@ -239,7 +200,8 @@ def _keep_count(rep, n: int) -> int | None:
 
 
 def rbbm_mask(x: torch.Tensor, keep: torch.Tensor, a: float) -> torch.Tensor:
-    """RMSE-banded backward mask ``keep | (|x| < T_a)`` (paper.md §5), per row.
+    """RMSE-banded backward mask ``keep | (|x| < T_a)`` (RBBM, Panferov et al. 2025,
+    "Unified Scaling Laws for Compressed Representations", estimators section), per row.
 
     ``T_k`` is the row's largest pruned magnitude (the top-k threshold),
     ``T_a = RMS * Phi^-1(0.5 + (1 - a) (Phi(T_k / RMS) - 0.5))``. At a = 1 the
@@ -266,12 +228,13 @@ def project_with_estimator(rep, x: torch.Tensor, est: Estimator, backend: str):
     """Run every part of ``rep`` on x; return (x_hat, backward steps in forward order)."""
     steps: list[BackStep] = []
     for part in _parts(rep):
-        if getattr(part, "is_identity", False):
+        plan = part.plan
+        if plan.identity:
             continue
         kind = est.kind
         if kind == "auto":
-            kind = "mask" if _is_sparse(part) else "trust"
-        elif kind in ("mask", "rbbm") and not _is_sparse(part):
+            kind = "mask" if plan.sparse else "trust"
+        elif kind in ("mask", "rbbm") and not plan.sparse:
             kind = "trust"  # quantizer parts of a composite keep their trust mask
         x, step = _project_part(part, x, Estimator(kind, est.a), backend)
         if step is not None:
@@ -302,7 +265,7 @@ def compress(x: torch.Tensor, rep, est: Estimator | str = "auto",
     """Differentiable projection of x by ``rep`` with the given estimator."""
     if isinstance(est, str):
         est = parse_estimator(est)
-    if getattr(rep, "is_identity", False):
+    if rep.plan.identity:
         return x
     return _Project.apply(x, rep, est, backend)
 
@@ -310,12 +273,13 @@ def compress(x: torch.Tensor, rep, est: Estimator | str = "auto",
 # --------------------------------------------------------------------------- FP8 forward GEMM
 
 
-def _fp8_grid(rep) -> tuple | None:
-    """The int grid of rep when its codes are exact in float8 e4m3 (b <= 4, no rotation)."""
-    grid = getattr(rep, "grid", None)
-    if grid is None or grid[0] != "int" or grid[1] > 4 or "@h" in getattr(rep, "spec", ""):
+def _fp8_grid(rep):
+    """The IntGrid of rep when its codes are exact in float8 e4m3 (b <= 4, no rotation)."""
+    plan = rep.plan
+    grid = plan.grid
+    if grid is None or grid.kind != "int" or grid.bits > 4:
         return None
-    if _parts(rep) != [rep]:
+    if plan.rotation is not None or plan.parts:
         return None
     return grid
 
@@ -342,10 +306,10 @@ class _FP8Linear(torch.autograd.Function):
 
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
-        xh, mx, cx, sx = int_quant_triton(x2, a_grid[1], a_grid[2], out_dtype=torch.bfloat16,
-                                          codes=True)
-        wh, mw, cw, sw = int_quant_triton(w, w_grid[1], w_grid[2], out_dtype=torch.bfloat16,
-                                          codes=True)
+        xh, mx, cx, sx = int_quant_triton(x2, a_grid.bits, a_grid.clip_mult,
+                                          out_dtype=torch.bfloat16, codes=True)
+        wh, mw, cw, sw = int_quant_triton(w, w_grid.bits, w_grid.clip_mult,
+                                          out_dtype=torch.bfloat16, codes=True)
         y = torch._scaled_mm(cx, cw.t(), scale_a=sx, scale_b=sw.t(), out_dtype=torch.bfloat16)
         ctx.save_for_backward(xh, wh, mx, mw)
         ctx.ste, ctx.w_dtype = ste, w.dtype
@@ -389,7 +353,7 @@ class CompressedLinear(nn.Linear):
         self.w_rep, self.a_rep = parse(weights), parse(activations)
         self.estimator_name = estimator
         self.estimator = parse_estimator(estimator)
-        self.backend = _check_backend(backend)
+        self.backend = check_backend(backend)
         self.fp8_forward = fp8_forward
 
     @classmethod
@@ -404,7 +368,7 @@ class CompressedLinear(nn.Linear):
         return new
 
     def _fp8_ok(self, x: torch.Tensor) -> bool:
-        if not (self.fp8_forward and _use_triton(self.backend, x) and fp8_supported(x.device)):
+        if not (self.fp8_forward and use_triton(self.backend, x) and fp8_supported(x.device)):
             return False
         bf16 = x.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cuda") and
                                              torch.get_autocast_dtype("cuda") == torch.bfloat16)
@@ -418,11 +382,11 @@ class CompressedLinear(nn.Linear):
             y = _FP8Linear.apply(x, w, _fp8_grid(self.a_rep), _fp8_grid(self.w_rep),
                                  self.estimator.kind == "ste")
             return y if self.bias is None else y + self.bias.to(y.dtype)
-        if not self.w_rep.is_identity:
+        if not self.w_rep.plan.identity:
             # Projection numerics in fp32 even under autocast (the master weight is fp32).
             with torch.autocast(device_type=w.device.type, enabled=False):
                 w = compress(w.float(), self.w_rep, self.estimator, self.backend)
-        if not self.a_rep.is_identity:
+        if not self.a_rep.plan.identity:
             x = compress(x, self.a_rep, self.estimator, self.backend)
         return F.linear(x, w, self.bias)
 

@@ -1,4 +1,8 @@
-"""Scalar grids: paper.md §3 reference values, rounding, the QuEST trust rule."""
+"""Scalar grids: the paper's GMSE reference values, rounding, the QuEST trust rule.
+
+Paper: Panferov et al. 2025, "Unified Scaling Laws for Compressed Representations"
+(sections: GMSE reference values; estimators).
+"""
 
 import numpy as np
 import pytest
@@ -6,7 +10,7 @@ import torch
 from raysweep.formats import parse
 from raysweep.formats.scalar import fp_levels
 
-# paper.md §3: bits -> (alpha*, GMSE)
+# the paper's GMSE reference values section: bits -> (alpha*, GMSE)
 PAPER = {1: (0.79788, 0.36338), 2: (1.49353, 0.11885), 3: (2.05107, 0.03744),
          4: (2.51393, 0.011543), 8: (3.8849, 8.78e-5)}
 
@@ -108,7 +112,7 @@ def test_trust_mask_is_the_half_step_rule(bits):
 
 
 def test_int1_trust_is_wider_only_with_hadamard():
-    # paper.md §5: "1-bit uses a wider trust region (scale 1.30 with Hadamard)"
+    # estimators section: "1-bit uses a wider trust region (scale 1.30 with Hadamard)"
     a = parse("int1").grid[2]  # levels +-a, step 2a: half a step = 2a beyond 0 ... edge at 2a
     u = 2.15 * a  # beyond half a step (2a), inside the 1.30x radius (a + 1.3a = 2.3a)
     v = u * (255 / (256 - u * u)) ** 0.5  # so that v / RMS(row) = u with 255 entries of +-1
@@ -141,7 +145,7 @@ def test_groups_and_absmax():
     assert parse("int4@g32@absmax").spec == "int4@absmax@g32"
     with pytest.raises(ValueError, match="multiple of the group size"):
         rep.project(torch.randn(2, 48))
-    # absmax is far worse than RMS scaling at low bits (paper.md §3)
+    # absmax is far worse than RMS scaling at low bits (GMSE reference values section)
     assert parse("int2@absmax").gmse().value > 1.5 * parse("int2").gmse().value
 
 

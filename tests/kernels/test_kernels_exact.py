@@ -138,3 +138,18 @@ def test_int_codes_match_reference(shape, dtype):
     torch.testing.assert_close(c.float() * sc, y32.reshape(c.shape), rtol=1e-6, atol=0)
     y_bf, _ = int_quant_triton(x, 4, 2.51393, out_dtype=torch.bfloat16)
     assert torch.equal(y_bf, int_quant(x, 4, 2.51393, backend="torch")[0].bfloat16())
+
+
+def test_backend_switch_is_defined_once():
+    from raysweep.kernels import BACKENDS, check_backend, use_triton
+
+    from raysweep.errors import RaysweepError
+
+    assert BACKENDS == ("auto", "triton", "torch")
+    assert [check_backend(b) for b in BACKENDS] == list(BACKENDS)
+    cpu = torch.zeros(1)
+    assert use_triton("triton", cpu) and not use_triton("torch", cpu)
+    assert use_triton("auto", cpu) is False
+    for bad in ("cuda", "", None, "Triton"):
+        with pytest.raises(RaysweepError, match="backend.*auto, triton, torch"):
+            use_triton(bad, cpu)

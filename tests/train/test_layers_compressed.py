@@ -5,19 +5,19 @@ import copy
 import pytest
 import torch
 from raysweep.formats import parse
+from raysweep.formats.hadamard import rotate as block_hadamard
 from torch import nn
 
 from raysweep.errors import RaysweepError
 from raysweep.train.layers import (
     CompressedLinear,
-    block_hadamard,
     compress,
     convert_linears,
     parse_estimator,
     rbbm_mask,
 )
 
-ALPHA4 = parse("int4").grid[2]  # QuEST alpha*(4) = 2.51393..., paper.md §3
+ALPHA4 = parse("int4").grid[2]  # QuEST alpha*(4) = 2.51393..., the paper's GMSE reference values
 
 
 def _quest64(x: torch.Tensor, bits: int = 4, alpha: float = ALPHA4):
