@@ -34,7 +34,8 @@ for step in $STEPS; do
   case $step in
   tests)
     log "kernel, layer and format tests on CUDA"
-    python3 -m pytest -q tests/kernels tests/layers tests/formats/test_formats_cuda.py \
+    python3 -m pytest -q tests/kernels tests/train/test_layers_compressed.py \
+      tests/train/test_layers_routing.py tests/formats/test_formats_cuda.py \
       -p no:cacheprovider >"$OUT/tests.txt" 2>&1
     log "tests rc=$? ($(tail -1 "$OUT/tests.txt"))"
     ;;

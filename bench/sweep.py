@@ -11,13 +11,17 @@ lost and duplicated rows, and times the same trials in a plain sequential loop
 object on its last line:
 
     {"trials", "wall_s", "trials_per_s", "lost", "duplicated", "peak_rss_mb",
-     "sequential_wall_s", "overhead_ms_per_trial", "wall_vs_sequential", "ray_init_s", ...}
+     "sequential_wall_s", "overhead_ms_per_trial", "wall_vs_sequential", "ray_init_s",
+     "tune_storage_mb", "study_dir_mb", ...}
 
 ``overhead_ms_per_trial`` = (wall_s - sequential_wall_s / cpus) / trials: what
 Tune adds per trial above a perfect parallel run of the same work.
 
 ``wall_s`` is the Tuner's run (Ray already started); ``ray_init_s`` is the
-start-up on top. ``peak_rss_mb`` is the driver's peak resident memory.
+start-up on top. ``peak_rss_mb`` is the driver's peak resident memory during the
+sweep (``peak_rss_with_checks_mb`` adds this script's own checks after it);
+``tune_storage_mb`` what Ray Tune left under ``OUT/<study>/ray/`` after the run,
+``study_dir_mb`` the whole study directory (registry, tables, study.yaml).
 """
 
 from __future__ import annotations
@@ -52,6 +56,13 @@ def make_study(n: int, sleep_s: float):
     return parse_study(raw, "<bench>")
 
 
+def _du_mb(path: Path) -> float:
+    """Bytes under ``path`` (files only), in MB; 0 if it does not exist."""
+    if not path.exists():
+        return 0.0
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--trials", type=int, default=1000)
@@ -78,9 +89,12 @@ def main() -> None:
     with open(os.devnull, "w") as devnull:
         summary = run_study(study, out, progress_every_s=1e9, stream=devnull)
     wall = time.perf_counter() - t1
+    rss_run = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # before the checks
     ray.shutdown()
 
     sdir = Path(out) / study.name
+    tune_mb = _du_mb(sdir / "ray")
+    dir_mb = _du_mb(sdir)
     df = read_table(sdir / "results.parquet")
     ids = {t["run_id"] for t in pool}
     lost = len(ids - set(df["run_id"]))
@@ -95,13 +109,15 @@ def main() -> None:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     res = {"trials": len(pool), "wall_s": round(wall, 2),
            "trials_per_s": round(len(pool) / wall, 2), "lost": lost, "duplicated": duplicated,
-           "registry_duplicates": reg_dup, "peak_rss_mb": round(rss, 1),
+           "registry_duplicates": reg_dup, "peak_rss_mb": round(rss_run, 1),
+           "peak_rss_with_checks_mb": round(rss, 1),
            "sequential_wall_s": round(seq, 3),
            # Tune's cost per trial above the ideal parallel time of the same work
            "overhead_ms_per_trial": round((wall - seq / args.cpus) / len(pool) * 1000, 2),
            "wall_vs_sequential": round(wall / max(seq, 1e-9), 2),
            "ray_init_s": round(t_init, 2), "cpus": args.cpus, "sleep_s": args.sleep,
-           "failed": summary.get("failed", 0)}
+           "failed": summary.get("failed", 0), "tune_storage_mb": round(tune_mb, 2),
+           "study_dir_mb": round(dir_mb, 2)}
     print(json.dumps(res))
     sys.exit(0 if lost == 0 and duplicated == 0 else 1)
 

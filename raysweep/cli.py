@@ -92,7 +92,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                         "| frantar | kumar")
     p.add_argument("--bootstrap", type=int, default=0, metavar="K")
     p.add_argument("--holdout", default=None, metavar="EXPR",
-                   help="pandas query of rows to hold out")
+                   help="column comparisons selecting rows to hold out, e.g. "
+                        "'n_params > 2e8' (docs/fit.md)")
     p.add_argument("--json", default=None, metavar="OUT", help="write the fit as JSON to OUT")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--share-family", action="append", default=[], metavar="FAM=TO",

@@ -1,6 +1,7 @@
 """``fit_table``: fit a law to a results table, with bootstrap intervals and a hold-out.
 
-Staged fitting (paper.md §2; more stable on small grids than one joint fit):
+Staged fitting (after Epoch AI's procedure, Besiroglu et al. 2024; more stable on
+small grids than one joint fit):
 
 1. the dense law ``A N^-alpha + B D^-beta + E`` on the dense rows, multi-start
    from Epoch AI's grid;

@@ -74,7 +74,8 @@ def unified_loss(n_params: float, tokens: float, rho: float = 1.0,
             + law["E"])
 BASE = ("a", "b", "e", "alpha", "beta")
 BASE_BOUNDS = ((-5.0, 60.0), (-5.0, 60.0), (-12.0, 3.0), (1e-4, 3.0), (1e-4, 3.0))
-# Epoch AI's grid of starts (paper.md §2): 6 * 6 * 5 * 5 * 5 = 4500 points.
+# Epoch AI's grid of starts (Besiroglu et al. 2024, "Chinchilla Scaling: A replication
+# attempt"): 6 * 6 * 5 * 5 * 5 = 4500 points.
 EPOCH_GRID = dict(a=np.arange(0, 26, 5.0), b=np.arange(0, 26, 5.0), e=np.arange(-1, 1.01, 0.5),
                   alpha=np.arange(0, 2.01, 0.5), beta=np.arange(0, 2.01, 0.5))
 COARSE_GRID = dict(a=(0.0, 5.0, 10.0, 20.0), b=(0.0, 5.0, 10.0, 20.0), e=(-1.0, 0.0, 0.5),

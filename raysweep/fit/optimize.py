@@ -1,6 +1,6 @@
 """Huber objective on log residuals and multi-start L-BFGS-B.
 
-Objective (Epoch AI's Chinchilla replication; paper.md §2):
+Objective (Epoch AI's Chinchilla replication, Besiroglu et al. 2024):
 
     sum_i huber_delta(log L_i - log L_pred_i)
 

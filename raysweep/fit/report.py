@@ -176,10 +176,10 @@ def _single(unified, df):
     """Single-run rho per compressed run (empty when there is no unified fit)."""
     import pandas as pd
 
-    from raysweep.fit.single import COLUMNS, single_run_rho_table
+    from raysweep.fit.single import SINGLE_RUN_COLUMNS, single_run_rho_table
 
     if unified is None:
-        return pd.DataFrame({c: [] for c in COLUMNS})
+        return pd.DataFrame({c: [] for c in SINGLE_RUN_COLUMNS})
     return single_run_rho_table(unified, df)
 
 

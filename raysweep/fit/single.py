@@ -25,7 +25,7 @@ import pandas as pd
 
 from raysweep.errors import FitError
 
-COLUMNS = ("label", "n_params", "tokens", "loss", "dense_loss", "rho")
+SINGLE_RUN_COLUMNS = ("label", "n_params", "tokens", "loss", "dense_loss", "rho")
 
 
 def single_run_rho(a: float, alpha: float, n_params, loss, dense_loss):
@@ -51,7 +51,7 @@ def single_run_rho_table(fit, df: pd.DataFrame) -> pd.DataFrame:
     ``fit`` is a :class:`~raysweep.fit.FitResult` (or anything with ``params``
     holding ``A`` and ``alpha``). Rows with status != ok are left out; several
     dense seeds at one (N, D) are averaged into ``dense_loss``. Compressed rows
-    with no dense twin are left out. Columns: :data:`COLUMNS`, in table order.
+    with no dense twin are left out. Columns: :data:`SINGLE_RUN_COLUMNS`, in table order.
     """
     from raysweep.fit.data import clean_rows, make_design
 
@@ -70,7 +70,7 @@ def single_run_rho_table(fit, df: pd.DataFrame) -> pd.DataFrame:
         twins.setdefault((key_n, key_t), []).append(value)
     keep = [i for i in np.flatnonzero(~dense) if (n[i], t[i]) in twins]
     if not keep:
-        return pd.DataFrame({c: [] for c in COLUMNS})
+        return pd.DataFrame({c: [] for c in SINGLE_RUN_COLUMNS})
     idx = np.array(keep, dtype=int)
     dense_loss = np.array([np.mean(twins[(n[i], t[i])]) for i in idx])
     rho = single_run_rho(float(params["A"]), float(params["alpha"]), n[idx], loss[idx],

@@ -2,8 +2,9 @@
 
 The table carries ``gmse_*`` and ``family_*`` columns (no spec columns), so it
 needs no format parser: the fit reads each role's GMSE and family directly.
-The GMSE values of ``int``, ``sparse`` and ``noise`` are the exact ones of
-paper.md §3; the other families' values are illustrative, not measurements.
+The GMSE values of ``int``, ``sparse`` and ``noise`` are the exact reference values
+of the paper (Panferov et al. 2025, "Unified Scaling Laws for Compressed
+Representations"); the other families' values are illustrative, not measurements.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from pathlib import Path
 from raysweep.errors import RaysweepError, StudyError
 from raysweep.sweep.registry import StudyLock
 from raysweep.sweep.run import (
+    check_dashboard_extra,
     has_pending,
     init_ray,
     isolate_network,
@@ -67,6 +68,8 @@ def cmd_run(args) -> int:
     """Validate every study, lock their directories, start Ray, run them one by one."""
     if args.address is None:
         _isolate(args.dashboard)  # first: it needs this process still single-threaded
+    if args.dashboard:
+        check_dashboard_extra()
     _check_out(args.out)
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise RaysweepError(f"--max-concurrent: got {args.max_concurrent}: out of range; "

@@ -8,23 +8,23 @@ ends) the figures measured for this project:
 - CPU (dense fp32, seq 128, batch 8, 1 thread): raysweep's own ``train()``
   measured 108k / 72k / 44k / 23k tok/s at N = 23.7k / 55.5k / 151k / 390k alone
   (docs/benchmarks.md, "Training throughput (CPU)"); two 1-thread trials share a
-  2-core machine at about 0.8x each (cpu-scale.md: two processes give 1.6-1.9x
+  2-core machine at about 0.8x each (docs/cpu-scale.md: two processes give 1.6-1.9x
   one), so we plan with 0.8x of those figures.
 - GPU (one H100, bf16 autocast, eager ``train()``, batch 16 x 512), corrected
   against the first real gpu-mini sitting (2026-11-23, docs/benchmarks.md): the
   7x256 (6.0M) dense trial packed 4 to a GPU ran at 0.36M tok/s, i.e. 0.51M tok/s
   "alone-equivalent" (0.36 x 4 / 2.82), and raysweep's own d256 (3.4M) / d384
   (10.6M) ran at 0.85M / 0.51M alone. Small models are launch-bound, so the curve
-  is flat from 6M to 30M. Above, gpu.md's torch.compile figures (30.5M 0.79M,
+  is flat from 6M to 30M. Above, docs/gpu.md's torch.compile figures (30.5M 0.79M,
   85M 0.44M, 154M 0.31M) scaled by the eager/compile ratio measured at 3.4M (0.64).
 
-Compressed training costs more per step. CPU (cpu-scale.md; raysweep's layers at
+Compressed training costs more per step. CPU (docs/cpu-scale.md; raysweep's layers at
 2x80: W+A int4 1.2x, int4 weights 1.08x, sparse50 weights 1.16x): we divide by
 1.25 (activations compressed) and 1.1 (weights only). GPU at 3.4M (launch-bound,
 measured with train()): W+A int4 runs at 0.39x dense, int4 weights at 0.74x,
 sparse50 at 0.66x: we divide by 2.6 and 1.45.
 
-Packing (gpu.md, Ray Tune fractional GPUs): k trials of a small model on one
+Packing (docs/gpu.md, Ray Tune fractional GPUs): k trials of a small model on one
 GPU give an aggregate speed-up g(k) over one alone (3.4M: 1.86x at k=2, 2.82x
 at k=4; 10.6M: 2.25x at k=4). A trial holding a GPU share 1/k runs at
 ``single * g / k`` tokens/s and occupies 1/k of a device, so its device-hours
@@ -81,7 +81,7 @@ def gpu_fraction(n_params: float) -> float:
 
 
 def packing_gain(k: float, n_params: float) -> float:
-    """Aggregate speed-up of k trials sharing one GPU (gpu.md's table; 1 for k <= 1)."""
+    """Aggregate speed-up of k trials sharing one GPU (docs/gpu.md's table; 1 for k <= 1)."""
     if k <= 1:
         return 1.0
     small = n_params <= 5e6

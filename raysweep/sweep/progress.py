@@ -90,7 +90,7 @@ class SweepCallback(tune.Callback):
     def __init__(self, study: str, study_dir, n_total: int, n_done: int, flops_by_id: dict,
                  share: float, every_s: float = 5.0, stream=None, table_interval_s: float = 1.0,
                  budget_flops: float | None = None, spent0: float = 0.0,
-                 rows: dict | None = None):
+                 rows: dict | None = None, strip_results: bool = False):
         self.study, self.n_total, self.share = study, n_total, share
         self.budget_flops, self.spent0 = budget_flops, float(spent0)
         self.running_ids: dict[str, str] = {}  # trial id -> run id, for running FLOPs
@@ -100,6 +100,7 @@ class SweepCallback(tune.Callback):
         self.table = TableWriter(study_dir, self.registry.done_rows() if rows is None else rows,
                                  table_interval_s)
         self.flops_by_id = flops_by_id
+        self.strip_results = strip_results
         self.n_done0 = n_done
         self.finished = self.failed = 0
         self.running: set[str] = set()
@@ -121,6 +122,7 @@ class SweepCallback(tune.Callback):
         d.setdefault("spent0", 0.0)
         d.setdefault("running_ids", {})
         d.setdefault("flops_failed", 0.0)
+        d.setdefault("strip_results", False)
         self.__dict__.update(d)
         self.stream = self.stream or sys.stderr
         self.metrics = self.metrics or _Metrics(self.study)
@@ -136,6 +138,12 @@ class SweepCallback(tune.Callback):
             # its final row: done, though Tune calls on_trial_complete a little later
             self.running.discard(trial.trial_id)
             self._finish(json.loads(result["row_json"]))
+            if self.strip_results:
+                # recorded now; Tune keeps each trial's last result for the whole run (and
+                # snapshots it): the row and Tune's copy of the config leave it. Not for a
+                # searcher that reads the final result (the active search does)
+                result.pop("row_json")
+                result.pop("config", None)
         elif "failed_json" in result:  # a trial that reports its own (final) failure
             self.running.discard(trial.trial_id)
             rec = json.loads(result["failed_json"])
@@ -159,7 +167,7 @@ class SweepCallback(tune.Callback):
         self._failed(trial.config.get("run_id", "?"), _error_text(trial))
 
     def on_experiment_end(self, trials, **info):
-        self.close()
+        self.table.flush()  # the sweep may go on with another Tuner; it calls close()
 
     # -- bookkeeping
     def _finish(self, row: dict) -> None:

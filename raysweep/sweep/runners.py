@@ -43,7 +43,7 @@ class ReplayMissError(RaysweepError):
 
 
 def capacity(spec: str, caps: dict[str, dict[str, float]] | None = None) -> float:
-    """rho of one role's spec: the product over its ``+``-composed parts (paper.md §1).
+    """rho of one role's spec: the product over its ``+``-composed parts (composability).
 
     Each part's own GMSE enters its family's curve (``sparse50+int4`` ->
     rho_sparse(GMSE sparse50) * rho_int(GMSE int4)); identity parts give 1.
@@ -191,11 +191,11 @@ def trainable(config: dict, done_rows: dict | None = None) -> None:
             return
     # done=True ends the trial at once; without it Tune waits for the function's thread to
     # finish and polls for a late error (up to ~0.5 s per trial, measured)
-    tune.report({"loss": _num(row.get("loss")), "row_json": json.dumps(row, default=_jsonable),
-                 "done": True})
+    tune.report({"loss": _float_or_nan(row.get("loss")),
+                 "row_json": json.dumps(row, default=_jsonable), "done": True})
 
 
-def _num(x: Any) -> float:
+def _float_or_nan(x: Any) -> float:
     try:
         return float(x)
     except (TypeError, ValueError):

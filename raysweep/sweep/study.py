@@ -52,7 +52,7 @@ from raysweep.sweep.checks import (
 )
 from raysweep.sweep.trials import expand
 
-__all__ = ["Representation", "Resources", "Simulated", "Study", "load_study", "parse_study"]
+__all__ = ["Format", "Resources", "Simulated", "Study", "load_study", "parse_study"]
 
 VERSION = 1
 BACKENDS = ("train", "simulated", "replay")
@@ -74,7 +74,7 @@ MAX_TRIALS = 100_000  # trials of one study (RAYSWEEP_MAX_TRIALS raises it)
 
 
 @dataclass(frozen=True)
-class Representation:
+class Format:
     """One (weights, activations) pair; ``name`` becomes the table's ``format`` label.
 
     Overrides left ``None`` take the study's value.
@@ -114,7 +114,7 @@ class Study:
     """A validated study. Build with :func:`load_study` or :func:`parse_study`."""
 
     name: str
-    representations: tuple[Representation, ...]
+    representations: tuple[Format, ...]
     sizes: tuple[str, ...]
     tokens_per_param: tuple[float, ...] | None = None
     tokens: tuple[int, ...] | None = None
@@ -348,7 +348,7 @@ def _rep_overrides(f, key, raw, vocab):
 
 def _representations(f, raw, vocab, default_estimator):
     items = req_list(f, "representations", raw)
-    reps: list[Representation] = []
+    reps: list[Format] = []
     for i, entry in enumerate(items):
         key = f"representations[{i}]"
         if not isinstance(entry, dict):
@@ -367,7 +367,7 @@ def _representations(f, raw, vocab, default_estimator):
             a = _spec(f, f"{key}.activations", entry.get("activations", "bf16"))
             name = entry.get("name")
             name = format_label(w, a) if name is None else req_str(f, f"{key}.name", name)
-            reps.append(Representation(name, w, a, **_rep_overrides(f, key, entry, vocab)))
+            reps.append(Format(name, w, a, **_rep_overrides(f, key, entry, vocab)))
     seen: dict[str, int] = {}
     for j, r in enumerate(reps):
         if r.name in seen:
@@ -387,7 +387,7 @@ def _product(f, key, raw, over):
     acts = [_spec(f, f"{key}.activations[{i}]", s)
             for i, s in enumerate(req_list(f, f"{key}.activations",
                                            raw.get("activations", ["bf16"])))]
-    return [Representation(format_label(w, a), w, a, **over) for w in ws for a in acts]
+    return [Format(format_label(w, a), w, a, **over) for w in ws for a in acts]
 
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -429,7 +429,7 @@ def _grid(f, key, raw, over):
         w = _spec(f, f"{key}.weights", (templates["weights"] or "bf16").format(**env))
         a = _spec(f, f"{key}.activations", (templates["activations"] or "bf16").format(**env))
         nm = templates["name"].format(**env) if templates["name"] else format_label(w, a)
-        out.append(Representation(nm, w, a, **over))
+        out.append(Format(nm, w, a, **over))
     return out
 
 

@@ -23,6 +23,7 @@ import math
 import re
 
 from raysweep.errors import RaysweepError, as_number, bad_value
+from raysweep.kernels import BACKENDS
 from raysweep.train.sizes import SIZE_FORMS, default_heads, default_lr, resolve_size
 
 DEFAULT_TOKENS_PER_PARAM = 20.0
@@ -37,7 +38,7 @@ KEYS: dict[str, tuple[str, object, str]] = {
     "weights": ("str", "bf16", "a representation spec (see `raysweep gmse`)"),
     "activations": ("str", "bf16", "a representation spec (see `raysweep gmse`)"),
     "estimator": ("str", "auto", "auto, ste, trust, mask, rbbm:A with A in [0, 1]"),
-    "backend": ("str", "auto", "auto, triton, torch"),
+    "backend": ("str", "auto", ", ".join(BACKENDS)),
     "tokens": ("int", None, "an integer >= 1 (exclusive with tokens_per_param)"),
     "tokens_per_param": ("float", None, "a number > 0 (default 20)"),
     "seed": ("int", 0, "an integer >= 0"),
@@ -126,7 +127,7 @@ def _check_ranges(c: dict) -> None:
         raise _bad("warmup_frac", c["warmup_frac"])
     if not ESTIMATOR_RE.match(c["estimator"].strip().lower()):
         raise _bad("estimator", c["estimator"])
-    if c["backend"] not in ("auto", "triton", "torch"):
+    if c["backend"] not in BACKENDS:
         raise _bad("backend", c["backend"])
     if c["device"] is not None and not re.match(r"^(auto|cpu|cuda(:\d+)?|mps|xpu(:\d+)?)$",
                                                 c["device"]):

@@ -19,7 +19,7 @@ from raysweep.fit.compose import composability
 from raysweep.fit.data import clean_rows
 from raysweep.results import read_table
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STUDIES = sorted(p.parent for p in (ROOT / "data" / "reference").glob("*/fit.json"))
 
 

@@ -134,7 +134,8 @@ def test_invalid_records_are_skipped_with_a_warning_naming_the_line(tmp_path):
     assert sorted(state) == ["a", "d"]
     lines = sorted(str(w.message).split(":")[1] for w in got)
     assert lines == ["2", "3", "4"]  # the null row, the non-UTF-8 byte, the list
-    assert Registry(tmp_path).done_rows() == {"a": {"run_id": "a", "loss": 2.0}}
+    with pytest.warns(RegistryWarning):
+        assert Registry(tmp_path).done_rows() == {"a": {"run_id": "a", "loss": 2.0}}
 
 
 def test_a_symlinked_or_directory_registry_is_refused_in_one_line(tmp_path):
@@ -265,3 +266,50 @@ def test_plan_of_a_huge_grid_is_refused_quickly(tmp_path, capsys):
     t0 = time.monotonic()
     assert main(["plan", path]) == 2
     assert "RAYSWEEP_MAX_TRIALS" in capsys.readouterr().err and time.monotonic() - t0 < 10
+
+
+def test_a_missing_corpus_is_refused_before_anything_starts(tmp_path, capsys):
+    path = study_file(tmp_path, backend="train", data=str(tmp_path / "nowhere"))
+    assert main(["run", path, "--out", str(tmp_path / "out")]) == 2
+    assert "data: got" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_dashboard_without_the_extra_names_it(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "aiohttp" else real(name, *a))
+    path = study_file(tmp_path)
+    assert main(["run", path, "--out", str(tmp_path / "out"), "--dashboard"]) == 2
+    err = capsys.readouterr().err
+    assert "[dashboard]" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_is_one_line_and_publishes_nothing_half_written(tmp_path, capsys,
+                                                                     monkeypatch):
+    import errno
+
+    import raysweep.atomic as atomic
+
+    def full(path, write):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(atomic, "atomic_write", full)
+    from raysweep.fit.synthetic import synthetic_table
+
+    table = tmp_path / "t.csv"
+    synthetic_table(families=("int",)).to_csv(table, index=False)
+    assert main(["fit", str(table), "--law", "chinchilla", "--json",
+                 str(tmp_path / "fit.json")]) == 2
+    err = capsys.readouterr().err
+    assert "no space left" in err and err.count("\n") == 1
+    assert not (tmp_path / "fit.json").exists()
+
+
+def test_absurd_model_sizes_are_refused_by_raysweep_train(capsys):
+    assert main(["train", "--size", "100000x64", "--tokens", "100"]) == 2
+    assert "n_layers <= 512" in capsys.readouterr().err
+    assert main(["train", "--size", "2x32", "--set", "batch_size=1000000000"]) == 2
+    assert "batch_size" in capsys.readouterr().err
