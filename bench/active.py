@@ -65,7 +65,7 @@ import numpy as np
 from raysweep.active.acquisition import ActiveDesign, run_in_process
 from raysweep.fit.laws import tanh_capacity
 
-# GMSE values of paper §3: int4, int3, int2, sparse50.
+# GMSE reference values (Panferov et al. 2025): int4, int3, int2, sparse50.
 G = {"int4": 0.011543, "int3": 0.03744, "int2": 0.11885, "sparse50": 0.0713}
 LAWS = {
     "chinchilla_unified": dict(

@@ -4,7 +4,7 @@ Active search needs, after every batch of finished runs, a *distribution* over
 the loss of every candidate run and of every target, not one best fit: the
 acquisition (:mod:`raysweep.active.acquisition`) scores a candidate by how much
 observing it would shrink the spread of the targets. This module provides that
-distribution as an ensemble of K fits of the decoupled law (paper §1)::
+distribution as an ensemble of K fits of the decoupled law (the unified law)::
 
     log L(N, D, f) = LSE(a - alpha * (log N + r_f),  b - beta * log D,  e)
 
@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+from raysweep.fit.laws import lse_law
 
 DENSE_PRIOR = {"alpha": (0.35, 0.2), "beta": (0.35, 0.2)}
 RHO_PRIOR = (np.log(0.6), 1.0)  # log-rho mean and sd
@@ -105,31 +107,28 @@ class DecoupledEnsemble:
 
     # ------------------------------------------------------------ the model
 
-    def _terms(self, theta, rows):
+    def _law(self, theta, rows):
+        """The law at pool rows (:func:`raysweep.fit.laws.lse_law`, centred ln N and ln D).
+
+        theta is ``(a, alpha, b, beta, e, ln rho of each free label...)``.
+        """
         r = np.where(self.col[self.fmt[rows]] >= 0, theta[np.maximum(self.col[self.fmt[rows]], 0)],
                      0.0)
         x = self.log_n[rows] - self.n0 + r
         z = self.log_d[rows] - self.d0
-        u = np.stack([theta[0] - theta[1] * x, theta[2] - theta[3] * z,
-                      np.full(len(rows), theta[4])])
-        return u, x, z
+        return lse_law(theta[0], theta[2], theta[4], theta[1], theta[3], x, z)
 
     def predict_log(self, theta, rows) -> np.ndarray:
         """log L at pool rows ``rows`` (log-sum-exp of the three terms)."""
-        u, _, _ = self._terms(theta, rows)
-        m = u.max(0)
-        return m + np.log(np.exp(u - m).sum(0))
+        return self._law(theta, rows)[0]
 
     def _jac(self, theta, rows):
-        u, x, z = self._terms(theta, rows)
-        w = np.exp(u - u.max(0))
-        w /= w.sum(0)
+        j6 = self._law(theta, rows)[1]  # columns (a, b, e, alpha, beta, ln rho)
         J = np.zeros((len(rows), self.n_theta))
-        J[:, 0], J[:, 1] = w[0], -w[0] * x
-        J[:, 2], J[:, 3], J[:, 4] = w[1], -w[1] * z, w[2]
+        J[:, :5] = j6[:, [0, 3, 1, 4, 2]]
         cols = self.col[self.fmt[rows]]
         has = cols >= 0
-        J[np.flatnonzero(has), cols[has]] = -theta[1] * w[0][has]
+        J[np.flatnonzero(has), cols[has]] = j6[has, 5]
         return J
 
     # ------------------------------------------------------------ the prior

@@ -11,7 +11,7 @@ representation only through :class:`Design`:
   role (weights or activations), capacity family and GMSE. A composite weight
   spec ``sparse50+int4`` yields two parts, ``sparse`` at GMSE 0.0713 and ``int``
   at GMSE(int4): the unified law multiplies the capacities of the parts, each
-  taken from its own family's curve (paper §1, composability);
+  taken from its own family's curve (the unified law, composability);
 - per-row ``sparsity`` (for the Frantar law) and ``bits`` per role (for the
   Kumar law).
 

@@ -16,7 +16,7 @@ by construction. The laws differ only in ``ln rho`` of a row:
 - ``chinchilla``: rho = 1 (dense law);
 - ``decoupled``: one free ``ln rho`` per representation label (dense labels 1);
 - ``unified``: sum over the row's non-identity parts of
-  ``ln L_f + C_f ln tanh(F_f * bits_eff)``, bits_eff = log_{1/4} GMSE (paper §1);
+  ``ln L_f + C_f ln tanh(F_f * bits_eff)``, bits_eff = log_{1/4} GMSE (the unified law);
 - ``unified-logistic``: parts' ``-ln(1 + B_f GMSE^A_f)``;
 - ``unified-logistic2``: parts' ``ln(1 - GMSE^A_f) - ln(1 + B_f GMSE^A_f)``;
 - ``kumar`` (Kumar et al. 2024): parts' ``ln(1 - exp(-P / gamma_role))``, P = bits;
@@ -90,6 +90,26 @@ def lse_rows(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (m + np.log(s))[:, 0], ex / s
 
 
+def lse_law(a, b, e, alpha, beta, x: np.ndarray, z: np.ndarray):
+    """``ln L = LSE(a - alpha x, b - beta z, e)`` per row and its Jacobian.
+
+    ``x`` is ``ln N + ln rho`` (possibly centred), ``z`` is ``ln D``. Returns
+    ``(ln L, J)`` with ``J`` the n x 6 Jacobian in ``(a, b, e, alpha, beta, ln rho)``:
+    with w the softmax weights of the three terms, ``d/da = w0``, ``d/db = w1``,
+    ``d/de = w2``, ``d/dalpha = -w0 x``, ``d/dbeta = -w1 z``, ``d/dln rho = -alpha w0``.
+    The one home of the law's log-space form: the fitter and the active search's
+    surrogate both use it.
+    """
+    u = np.stack([a - alpha * x, b - beta * z, np.full(len(x), e)], axis=1)
+    pred, w = lse_rows(u)
+    J = np.empty((len(x), 6))
+    J[:, 0], J[:, 1], J[:, 2] = w[:, 0], w[:, 1], w[:, 2]
+    J[:, 3] = -w[:, 0] * x
+    J[:, 4] = -w[:, 1] * z
+    J[:, 5] = -alpha * w[:, 0]
+    return pred, J
+
+
 def grid_points(grid: dict[str, tuple | np.ndarray], names: tuple[str, ...]) -> np.ndarray:
     return np.array(list(itertools.product(*(grid[k] for k in names))), dtype=float)
 
@@ -136,16 +156,12 @@ class Law:
         """Predicted ln L per row, and (if ``jac``) its Jacobian n x len(theta)."""
         a, b, e, alpha, beta = theta[:5]
         lr, jr = self.log_rho(theta[5:], design)
-        u = np.stack([a - alpha * (design.log_n + lr), b - beta * design.log_d,
-                      np.full(design.n, e)], axis=1)
-        pred, w = lse_rows(u)
+        pred, j6 = lse_law(a, b, e, alpha, beta, design.log_n + lr, design.log_d)
         if not jac:
             return pred, None
         J = np.empty((design.n, len(theta)))
-        J[:, 0], J[:, 1], J[:, 2] = w[:, 0], w[:, 1], w[:, 2]
-        J[:, 3] = -w[:, 0] * (design.log_n + lr)
-        J[:, 4] = -w[:, 1] * design.log_d
-        J[:, 5:] = (-alpha * w[:, 0])[:, None] * jr
+        J[:, :5] = j6[:, :5]
+        J[:, 5:] = j6[:, 5:6] * jr
         return pred, J
 
     # -- reporting ----------------------------------------------------------------

@@ -11,7 +11,7 @@ composability, draws the plots and writes:
   ``composability`` (see :mod:`raysweep.fit.compose`); ``laws`` (error and
   status of every law that could be fitted); ``formats`` (GMSE, bits and runs
   per format); ``single_run_rho`` (one row per compressed run with a dense run
-  at the same (N, D): rho from the dense law, paper §2, see
+  at the same (N, D): rho from the dense law (Panferov et al. 2025, fitting), see
   :mod:`raysweep.fit.single`);
 - ``report.md`` (plots linked from ``plots/``) and ``report.html`` (plots
   embedded as base64: one self-contained file).
@@ -130,7 +130,7 @@ SHARE_WITH_INT = ("noise", "fp")
 
 
 def _cross_family(df, design, unified, formats) -> dict | None:
-    """Does one capacity curve serve int and the other scalar families (paper §1)?
+    """Does one capacity curve serve int and the other scalar families (the unified law)?
 
     Refits the unified law with ``noise`` and ``fp`` sharing the ``int`` curve
     (``raysweep fit --share-family noise=int``) and compares its error with the
@@ -164,7 +164,7 @@ def _cross_blocks(cross) -> list:
                   f"int): RMSE of log-loss {fmt(cross['rmse_log'])} with "
                   f"{cross['n_params']} parameters, against {fmt(cross['rmse_log_separate'])} "
                   f"with {cross['n_params_separate']} for separate curves. If GMSE alone sets "
-                  "the capacity (paper §1), the shared curve costs little and predicts the "
+                  "the capacity (the unified law), the shared curve costs little and predicts the "
                   "other families' rho from int's."),
             ("table", ["format", "rho (shared curve)", "rho (own curve)", "rho (free)"],
              [[lab, fmt(r["rho_shared_curve"]), fmt(r["rho_own_curve"]), fmt(r["rho_free"])]
@@ -194,8 +194,8 @@ def _single_blocks(single) -> list:
     return [("h", 2, "Single-run capacity"),
             ("p", "rho = (1 + N^alpha / A (L - L_dense))^(-1/alpha) per compressed run, "
                   "from the dense run at the same (N, D) and the unified fit's A and alpha "
-                  "(paper §2); no capacity curve assumed. Per-run values are in fit.json "
-                  "(single_run_rho)."),
+                  "(Panferov et al. 2025, fitting); no capacity curve assumed. Per-run values "
+                  "are in fit.json (single_run_rho)."),
             ("table", ["format", "runs", "mean rho", "range"], rows)]
 
 

@@ -1,4 +1,6 @@
-"""Single-run capacity: rho of one compressed run from its dense twin (paper §2).
+"""Single-run capacity: rho of one compressed run from its dense twin.
+
+(Panferov et al. 2025, "Unified Scaling Laws for Compressed Representations", fitting.)
 
 With the dense law ``L(N, D) = A N^-alpha + B D^-beta + E`` fitted, a compressed
 run and a dense run at the *same* (N, D) differ only in the first term, since

@@ -100,7 +100,9 @@ def _isolate(dashboard: bool) -> None:
               "disabled)", file=sys.stderr)
         return
     why = isolate_network()
-    if why:
+    if why is None:  # Ray's C++ core then warns at every start that it found no network
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
+    else:
         print(f"raysweep: warning: could not isolate the local Ray from the network ({why}); "
               "its services listen on every interface", file=sys.stderr)
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from raysweep.errors import RaysweepError, StudyError
 from raysweep.results import DONE, read_table, run_flops, write_table
+from raysweep.sweep import reaper
 from raysweep.sweep.cost import device_hours, trial_gpu
 from raysweep.sweep.registry import Registry, StudyLock, reconcile
 from raysweep.sweep.study import Study
@@ -162,6 +163,8 @@ def init_ray(address: str | None = None, dashboard: bool = False, num_cpus: int 
         # "local": always a new Ray of our own, never one found on the machine (another
         # user's `ray start`, a stale RAY_ADDRESS) that a local trial would land on
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, **kw)
+        global _REAPER
+        _REAPER = _REAPER or reaper.start()  # ends this Ray's processes if we are killed
     if dashboard:
         ctx = ray.get_runtime_context()
         url = getattr(ray, "_private", None) and ray._private.worker.get_dashboard_url()
@@ -171,6 +174,7 @@ def init_ray(address: str | None = None, dashboard: bool = False, num_cpus: int 
 
 
 LOOPBACK = "127.0.0.1"
+_REAPER = None  # the watchdog of the local Ray this process started (raysweep.sweep.reaper)
 CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
 
 

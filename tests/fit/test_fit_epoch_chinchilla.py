@@ -1,4 +1,4 @@
-"""Real-data regression: Epoch AI's Chinchilla replication fit (paper.md §2)."""
+"""Real-data regression: Epoch AI's Chinchilla replication fit (Besiroglu et al. 2024)."""
 
 from pathlib import Path
 

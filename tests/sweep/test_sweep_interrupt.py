@@ -75,3 +75,44 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path, sig):
         assert len(df) == 24 and df["run_id"].is_unique and set(df["run_id"]) == ids
     ok = [r["run_id"] for r in reg.records() if r["status"] == "ok"]
     assert sorted(ok) == sorted(ids)  # the second run trained only what was missing
+
+
+def _session_members(sid: int) -> list[int]:
+    """Live processes of session ``sid`` (field 6 of /proc/PID/stat), zombies excluded."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            fields = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            out.append(int(d))
+    return out
+
+
+@pytest.mark.timeout(180)
+def test_no_process_outlives_a_killed_driver_by_a_minute(tmp_path):
+    """SIGKILL the driver alone (not its group): Ray's processes must follow it."""
+    study = tmp_path / "intr.yaml"
+    study.write_text(yaml.safe_dump(STUDY))
+    out = tmp_path / "out"
+    reg = Registry(out / "intr")
+    proc = subprocess.Popen(_cmd(study, out), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while len(reg.records()) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        assert len(_session_members(proc.pid)) > 1  # Ray's processes are up
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        t0 = time.monotonic()
+        while _session_members(proc.pid) and time.monotonic() - t0 < 60:
+            time.sleep(0.5)
+        left = _session_members(proc.pid)
+        assert not left, [open(f"/proc/{p}/cmdline", "rb").read()[:80] for p in left]
+    finally:
+        _kill_group(proc)
