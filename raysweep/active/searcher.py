@@ -112,7 +112,8 @@ def make_searcher(study, pool: list[dict], out_dir: str | Path):
     ``Searcher.FINISHED`` when the budget is spent; run the Tuner with
     ``num_samples=-1`` (or ``len(pool)``) and let the searcher end the run.
     """
-    opts = parse_options(dict(study.search), pool)
+    # validated once, at load (Study.active); a hand-made study object is validated here
+    opts = getattr(study, "active", None) or parse_options(dict(study.search), pool)
     storage = opts.storage or default_storage(out_dir)
     ostudy, sampler = open_study(study.name, pool, opts, storage)
     return ActiveSearcher(ostudy, sampler, pool, batch=opts.batch)

@@ -341,9 +341,7 @@ def _callback(study, sdir, pool, pending, done, every_s, stream):
     gpu = max(trial_gpu(study.resources.gpu, t["n_params"]) for t in pending)
     budget, spent0 = None, 0.0
     if study.strategy == "active":  # progress against the FLOP budget, not the whole pool
-        from raysweep.active.options import parse_options
-
-        budget = parse_options(dict(study.search), pool).budget_flops
+        budget = study.active.budget_flops
         spent0 = sum(run_flops(t["n_params"], t["tokens"]) for t in pool if t["run_id"] in done)
     return SweepCallback(study.name, sdir, len(pool), len(done), flops,
                          gpu if gpu > 0 else study.resources.cpu, every_s=every_s,
@@ -496,9 +494,7 @@ def status_summary(study: Study, out: str | Path) -> dict:
     n_table = len(read_table(table)) if table is not None else None  # rows, not csv lines
     active = {}
     if study.strategy == "active":  # it runs part of the pool: progress is the FLOP budget
-        from raysweep.active.options import parse_options
-
-        active = {"active_budget_flops": parse_options(dict(study.search), pool).budget_flops,
+        active = {"active_budget_flops": study.active.budget_flops,
                   "active_spent_flops": spent}
     return {
         **active,

@@ -131,6 +131,8 @@ class Study:
     replay: str | None = None
     retries: int = 2
     path: str = "<string>"
+    # the search options of an active study, validated at load (raysweep.active.options)
+    active: Any = None
 
     @property
     def strategy(self) -> str:
@@ -140,6 +142,7 @@ class Study:
         """The resolved study as plain data (saved as study.yaml next to the results)."""
         d = dataclasses.asdict(self)
         d.pop("path")
+        d.pop("active")  # derived from search (and the grid's FLOPs)
         d["representations"] = [
             {k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items() if v is not None}
             for r in d["representations"]
@@ -219,7 +222,7 @@ def parse_study(raw: Any, path: str = "<string>") -> Study:
         from raysweep.active.options import parse_options
 
         try:
-            parse_options(dict(study.search), pool)
+            study = dataclasses.replace(study, active=parse_options(dict(study.search), pool))
         except StudyError as exc:
             raise StudyError(f"{f}: {exc}") from None
     return study

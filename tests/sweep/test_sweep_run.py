@@ -216,3 +216,14 @@ def test_renamed_representation_rows_stay_in_the_registry_not_the_table(ray_sess
     df = table(tmp_path, "ren")
     assert len(df) == 12 and set(df["format"]) == {"dense", "w4a4", "int2-w"}
     assert len(Registry(tmp_path / "ren").done_rows()) == 16  # nothing lost
+
+
+def test_tune_storage_is_pruned_and_large_grids_run_in_chunks(ray_session, tmp_path,
+                                                              monkeypatch):
+    monkeypatch.setenv("RAYSWEEP_TUNER_CHUNK", "5")  # 12 trials: three Tuners
+    res = run(make("chunks"), tmp_path)
+    assert res["finished"] == 12 and not res["interrupted"]
+    df = table(tmp_path, "chunks")
+    assert len(df) == 12 and df["run_id"].is_unique
+    ray_dir = tmp_path / "chunks" / "ray"
+    assert not ray_dir.exists() or not any(ray_dir.iterdir())  # nothing resumes from it

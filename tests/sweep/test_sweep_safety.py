@@ -221,14 +221,15 @@ def test_scientific_notation_is_a_number_in_every_field(tmp_path):
     assert s.simulated.noise == 0.01
 
 
-def test_a_cpu_request_above_the_machine_is_refused_before_ray(tmp_path, capsys):
-    path = study_file(tmp_path, resources={"cpu": (os.cpu_count() or 1) + 1})
+@pytest.mark.parametrize("key,value", [("cpu", (os.cpu_count() or 1) + 1), ("gpu", 64)])
+def test_a_request_above_the_machine_is_refused_before_ray(tmp_path, capsys, key, value):
+    path = study_file(tmp_path, resources={key: value})
     assert main(["run", path, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "resources.cpu" in err and "this machine has" in err
+    assert f"resources.{key}" in err and "this machine has" in err
     assert not (tmp_path / "out").exists()
     assert main(["plan", path, "--json"]) == 0  # plan says the same, and still plans
-    assert "resources.cpu" in json.loads(capsys.readouterr().out)["local_problem"]
+    assert f"resources.{key}" in json.loads(capsys.readouterr().out)["local_problem"]
 
 
 def test_alias_bombs_and_non_utf8_studies_are_one_line_errors(tmp_path, capsys):
