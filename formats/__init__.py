@@ -14,7 +14,7 @@ projection or Monte Carlo GMSE).
 from __future__ import annotations
 
 # Importing the form modules registers their spec forms (order = error-message order).
-from . import noise, scalar, sparse, vq  # noqa: F401
+from . import block, noise, scalar, sparse, vq  # noqa: F401
 from .base import (
     Identity,
     IntGrid,

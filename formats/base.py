@@ -293,7 +293,8 @@ def forms() -> dict[str, Form]:
 
 
 MAX_PARTS = 4  # parts of a composite A+B+...: each adds a projection (and Monte Carlo cost)
-OPTIONS_USAGE = "options @absmax, @g{G} (G = 2..65536), @h (int, fp, lloyd, ternary; @h also vq)"
+OPTIONS_USAGE = ("options @absmax, @g{G} (G = 2..65536), @h (int, fp, lloyd, ternary; @h also vq), "
+                 "@46, @2d (nvfp4)")
 
 
 def valid_forms() -> str:

@@ -30,6 +30,7 @@ from .gaussian import GMSE
 
 SCALAR_FORMS = ("int", "fp", "float", "lloyd", "ternary")
 ROTATABLE_FORMS = SCALAR_FORMS + ("vq",)
+FORM_OPTIONS = {"46": "nvfp4", "2d": "nvfp4"}  # options only one form takes (canonical order)
 _GROUP = re.compile(r"g([0-9]+)\Z", re.ASCII)
 _LEADING_ZERO = re.compile(r"(?<![0-9.])0+(?=[0-9])", re.ASCII)  # 04, 050, 00.5; not 0, 0.5
 
@@ -92,7 +93,7 @@ class Composite(Representation):
 
 
 def _options(part: str, opts: list[str]) -> dict:
-    out = {"absmax": False, "group": None, "h": False}
+    out = {"absmax": False, "group": None, "h": False, **{k: False for k in FORM_OPTIONS}}
     seen = set()
     for o in opts:
         grp = _GROUP.match(o)
@@ -106,19 +107,23 @@ def _options(part: str, opts: list[str]) -> dict:
             out["absmax"] = True
         elif o == "h":
             out["h"] = True
+        elif o in FORM_OPTIONS:
+            out[o] = True
         elif grp:
             g = int(grp.group(1))
             if not 2 <= g <= 65536:
                 raise spec_error(part, f"group size @g{g} out of range 2..65536")
             out["group"] = g
         else:
-            raise spec_error(part, f"unknown option @{o} (allowed: @absmax, @g{{G}}, @h)")
+            raise spec_error(part, f"unknown option @{o} (allowed: @absmax, @g{{G}}, @h; "
+                                   f"@46, @2d for nvfp4)")
     return out
 
 
 def _canonical_options(o: dict) -> str:
     s = "@absmax" if o["absmax"] else ""
     s += f"@g{o['group']}" if o["group"] else ""
+    s += "".join(f"@{k}" for k in FORM_OPTIONS if o.get(k))
     return s
 
 
@@ -158,6 +163,9 @@ def _parse_part(part: str) -> Representation:
             raise spec_error(part, f"@absmax/@g apply to scalar grids only, not {form.name}")
         if o["h"] and form.name not in ROTATABLE_FORMS:
             raise spec_error(part, f"@h applies to scalar grids and vq only, not {form.name}")
+        for k, owner in FORM_OPTIONS.items():
+            if o[k] and form.name != owner:
+                raise spec_error(part, f"@{k} applies to {owner} only, not {form.name}")
         o["spec"] = base + _canonical_options(o)
         rep = form.build(m, o)
         if o["h"]:

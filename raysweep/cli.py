@@ -24,6 +24,7 @@ COMMANDS = {
     "status": "raysweep.sweep.cli:cmd_status",
     "fit": "raysweep.fit.cli:cmd_fit",
     "report": "raysweep.fit.cli:cmd_report",
+    "predict": "raysweep.fit.cli:cmd_predict",
 }
 
 
@@ -106,6 +107,23 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", type=int, default=50, metavar="K")
 
 
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="zero-shot loss and capacity of specs from their GMSE")
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="e.g. int4 fp4 fp8 int2 bf16")
+    p.add_argument("--law", default="paper", metavar="paper|FIT.json",
+                   help="the paper's published law (default) or a fit.json's params/capacity")
+    p.add_argument("--n", default=None, metavar="N", help="parameters (default 1e8)")
+    p.add_argument("--d", default=None, metavar="D", help="tokens (default 20 N)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--budget-bits", default=None, metavar="B",
+                   help="equal memory: N = B / bits per element; rank by loss")
+    g.add_argument("--budget-flops", default=None, metavar="C",
+                   help="equal compute: D = C / (6 N) (N from D = 20 N without --n)")
+    p.add_argument("--role", default="both", choices=["weights", "activations", "both"],
+                   help="where the spec applies (default both: rho = rho_w * rho_a)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the CLI contract's error form: one line on stderr, exit code 2."""
 
@@ -123,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"raysweep {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_Parser)
-    for add in (_add_gmse, _add_train, _add_data, _add_sweep, _add_fit, _add_report):
+    for add in (_add_gmse, _add_train, _add_data, _add_sweep, _add_fit, _add_report,
+                _add_predict):
         add(sub)
     return parser
 

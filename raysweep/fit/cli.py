@@ -112,3 +112,14 @@ def cmd_fit(args) -> int:
         write_json(args.json, res.to_json(), mkdir=False)
         print(f"wrote {args.json}")
     return 0
+
+
+def cmd_predict(args) -> int:
+    """``raysweep predict SPEC...``: zero-shot loss, capacity and ranking (raysweep.fit.predict)."""
+    from raysweep.fit.predict import format_prediction, predict
+
+    out = predict(list(args.specs), law=args.law, n=args.n, d=args.d,
+                  budget_bits=args.budget_bits, budget_flops=args.budget_flops,
+                  role=args.role)
+    print(json.dumps(clean_json(out)) if args.json else format_prediction(out))
+    return 0

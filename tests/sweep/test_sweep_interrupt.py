@@ -39,22 +39,31 @@ def _kill_group(proc):
         pass
 
 
+def _start(tmp_path):
+    """The CLI on the study in its own process group: (study, out, registry, process)."""
+    study = tmp_path / "intr.yaml"
+    study.write_text(yaml.safe_dump(STUDY))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(_cmd(study, out), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return study, out, Registry(out / "intr"), proc
+
+
+def _wait_for_records(proc, reg, n: int) -> None:
+    deadline = time.monotonic() + 90
+    while len(reg.records()) < n:
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, f"{n} trials did not land in 90 s"
+        time.sleep(0.1)
+
+
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM],
                          ids=["sigkill", "sigint", "sigterm"])
 def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path, sig):
-    study = tmp_path / "intr.yaml"
-    study.write_text(yaml.safe_dump(STUDY))
-    out = tmp_path / "out"
-    reg = Registry(out / "intr")
-    proc = subprocess.Popen(_cmd(study, out), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    study, out, reg, proc = _start(tmp_path)
     try:
-        deadline = time.monotonic() + 90
-        while len(reg.records()) < 4:
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "no trial landed in 90 s"
-            time.sleep(0.1)
+        _wait_for_records(proc, reg, 4)
         os.kill(proc.pid, sig)
         proc.wait(timeout=60)
     finally:
@@ -95,17 +104,9 @@ def _session_members(sid: int) -> list[int]:
 @pytest.mark.timeout(180)
 def test_no_process_outlives_a_killed_driver_by_a_minute(tmp_path):
     """SIGKILL the driver alone (not its group): Ray's processes must follow it."""
-    study = tmp_path / "intr.yaml"
-    study.write_text(yaml.safe_dump(STUDY))
-    out = tmp_path / "out"
-    reg = Registry(out / "intr")
-    proc = subprocess.Popen(_cmd(study, out), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, _, reg, proc = _start(tmp_path)
     try:
-        deadline = time.monotonic() + 90
-        while len(reg.records()) < 2:
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
+        _wait_for_records(proc, reg, 2)
         assert len(_session_members(proc.pid)) > 1  # Ray's processes are up
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
