@@ -167,7 +167,7 @@ def test_status_counts_rows_not_csv_lines(tmp_path):
     assert status_summary(study, tmp_path)["rows_in_table"] == 8
 
 
-def test_renamed_representations_keep_their_rows_out_of_the_table(tmp_path, capsys):
+def test_renamed_representations_are_new_trials_and_old_rows_count_as_extra(tmp_path):
     study = parse_study(BASE, "<safe>")  # record its rows, then rename a representation
     sdir = tmp_path / "safe"
     for r in finished_rows(study):
