@@ -6,7 +6,9 @@
 >>> rep.gmse()                             # GMSE(value=0.01154..., stderr=0.0, method='exact')
 >>> rep.plan                               # ProjectionPlan(grid=IntGrid(bits=4, ...), ...)
 
-See docs/formats.md for the grammar, conventions and limits. Importing this
+See docs/formats.md for the grammar, conventions and limits. The rounding rules
+(round to nearest, and the ``@sr`` stochastic-rounding contract a kernel matches,
+with ``rep.project_with_uniforms(x, u)``) live in :mod:`raysweep.formats.rounding`. Importing this
 package imports numpy and scipy but not torch (torch is imported on first
 projection or Monte Carlo GMSE).
 """

@@ -81,6 +81,26 @@ class Rotation:
 
     block: int
     inner: Representation
+    random: bool = False  # random signs (``@rh{B}``): x -> H (d * x), d redrawn per projection
+
+
+@dataclass(frozen=True)
+class BlockScale:
+    """A block-scaled format that ``raysweep.kernels.block_quant`` computes bit for bit.
+
+    ``kind``: ``"mx"`` (blocks of 32, E8M0 scale) or ``"nvfp4"`` (blocks of 16, E4M3
+    scale times the fp32 tensor scale); ``element``: the element grid as the kernel
+    names it (``"e2m1"``, ``"e2m3"``, ``"e3m2"``, ``"e4m3fn"``, ``"int8"``);
+    ``four_six``: NVFP4's 4/6 variant; ``stochastic``: the elements are rounded
+    stochastically (the caller passes fresh uniforms, :func:`formats.rounding.uniforms`);
+    ``headroom``: MX ``@q``'s factor on the scaled elements (None: none).
+    """
+
+    kind: str
+    element: str
+    four_six: bool = False
+    stochastic: bool = False
+    headroom: float | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +112,8 @@ class ProjectionPlan:
     - ``mask``: the :class:`KeepMask` of a sparsity part, or None (not sparse).
     - ``rotation``: the :class:`Rotation` of an ``@h`` spec, or None.
     - ``parts``: the parts of a composite ``A+B`` (applied left to right), or ``()``.
+    - ``block``: the :class:`BlockScale` of an MX / NVFP4 format a fused kernel
+      reproduces, or None.
 
     A plan with none of these set (VQ, noise, fp grids, ``@absmax``/``@g``)
     means: call ``project`` and use its trust mask.
@@ -102,6 +124,7 @@ class ProjectionPlan:
     mask: KeepMask | None = None
     rotation: Rotation | None = None
     parts: tuple[Representation, ...] = ()
+    block: BlockScale | None = None
 
     @property
     def sparse(self) -> bool:
@@ -131,6 +154,7 @@ class Representation:
     hadamard: int | None = None
     parts: tuple | None = None
     cache_tag: str = ""  # extra Monte Carlo cache key (e.g. a codebook's build settings)
+    stochastic: bool = False  # draws uniforms per projection (``@sr``; see formats.rounding)
 
     @functools.cached_property
     def plan(self) -> ProjectionPlan:
@@ -158,6 +182,26 @@ class Representation:
 
     def _project(self, x):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def project_with_uniforms(self, x, u):
+        """``project(x)`` with explicit stochastic-rounding uniforms ``u`` (x's shape, [0, 1)).
+
+        Only for ``stochastic`` specs (``@sr``, or around one); the torch reference a
+        kernel's SR tests call (contract: :mod:`raysweep.formats.rounding`).
+        """
+        import torch
+
+        from .rounding import check_uniforms
+
+        if not self.stochastic:
+            raise RaysweepError(f"{self.spec!r} does not round stochastically (no @sr): "
+                                "project_with_uniforms needs an @sr spec")
+        if x.numel() == 0:
+            return x.clone(), None
+        u = check_uniforms(x, u, self.spec)
+        with torch.no_grad():
+            x_hat, mask = self._project(x.float(), u)
+        return x_hat.to(x.dtype), mask
 
     row_multiple: int = 1  # the last dim must be a multiple of this (group size, m, d)
 
@@ -230,8 +274,14 @@ class Representation:
                     return GMSE(float(rec["value"]), float(rec["stderr"]), "mc")
             except (OSError, ValueError, KeyError):
                 pass
-        res = g.monte_carlo(self.project, rel_se=g.MC_REL_SE, seed=g.MC_SEED, cols=cols,
-                            max_elements=g.MC_MAX_ELEMENTS)  # the settings of the key
+        import torch
+
+        # stochastic parts (@sr, @rh, noise) draw from torch's global RNG: seed it here
+        # (the caller's RNG state is restored), so the value is deterministic
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(g.MC_SEED + 1)
+            res = g.monte_carlo(self.project, rel_se=g.MC_REL_SE, seed=g.MC_SEED, cols=cols,
+                                max_elements=g.MC_MAX_ELEMENTS)  # the settings of the key
         if use_cache:
             rec = json.dumps({"key": key, "value": res.value, "stderr": res.stderr})
             save_cache(path, lambda p: Path(p).write_text(rec, encoding="utf-8"))
@@ -293,8 +343,10 @@ def forms() -> dict[str, Form]:
 
 
 MAX_PARTS = 4  # parts of a composite A+B+...: each adds a projection (and Monte Carlo cost)
-OPTIONS_USAGE = ("options @absmax, @g{G} (G = 2..65536), @h (int, fp, lloyd, ternary; @h also vq), "
-                 "@46, @2d (nvfp4)")
+OPTIONS_USAGE = ("options @absmax, @g{G} (G = 2..65536), @h (int, intz, fp, lloyd, ternary; "
+                 "@h also vq), @sr (stochastic rounding: scalar grids, mx, nvfp4), "
+                 "@rh{B} (random-sign Hadamard, B = 16, 32, 64, 128), @o{P} (keep the P% "
+                 "largest of each row exact), @q (mx: Quartet 3/4 headroom), @46, @2d (nvfp4)")
 
 
 def valid_forms() -> str:

@@ -27,55 +27,29 @@ whose E4M3 scale is 0 (or an all-zero tensor) projects to zeros.
 Trust mask: the rule of the other scalar grids, ``|u| <= top + gap/2`` with u
 the scaled element (E2M1: 7, E2M3: 7.75, E3M2: 30, E4M3: 464, int8: 127.5),
 i.e. saturated values get no gradient. GMSE by Monte Carlo.
+
+Options (docs/formats.md): ``@sr`` rounds the elements stochastically
+(:mod:`.rounding`; scales stay round-to-nearest; ``nvfp4@46@sr`` picks 4 or 6 on
+the RTN errors, then rounds with the chosen scale); ``@q`` (MX, Quartet's 4/3
+headroom): ``v = (x / X) * 3/4``, ``x_hat = (q / 0.75) X`` (``mxint8@q``: ``v = (64 x /
+X) * 3/4``, ``x_hat = (q / 0.75) X / 64``).
+
+One definition of the numbers: MX and NVFP4 (per 16) call
+:func:`raysweep.kernels.reference.block_quant_ref`, the torch reference the fused
+Triton kernel reproduces bit for bit; ``@2d`` lays its tiles out as blocks of 256 for
+:func:`raysweep.kernels.reference.nvfp4_blocks_ref`, the same per-block math. This
+module adds the spec forms, bits, trust edges, the tile layout and fresh uniforms.
 """
 
 from __future__ import annotations
 
-import functools
+from .base import BlockScale, ProjectionPlan, Representation, register
+from .rounding import round_to_float  # re-exported (tests and callers import it from here)
 
-from .base import ProjectionPlan, Representation, register
-from .scalar import fp_levels
+HEADROOM = 0.75  # @q (Quartet): elements x / X scaled by 3/4, the block max lands in [3, 6)
 
-E4M3_MAX = 448.0
-E2M1_MAX = 6.0
-F32_MAX = 3.4028234663852886e38
-
-# element name -> (E, M, fn, emax_elem)
-MX_ELEMENTS = {"fp4": (2, 1, False, 2), "fp6": (2, 3, False, 2), "fp6e3m2": (3, 2, False, 4),
-               "fp8": (4, 3, True, 8)}
-
-
-@functools.cache
-def _positive_levels(e: int, m: int, fn: bool) -> tuple[float, ...]:
-    """Non-negative levels of a float format in code order (index = code, 0 first)."""
-    lv = fp_levels(e, m, fn)
-    return tuple(float(v) for v in lv[lv >= 0])
-
-
-def round_to_float(u, e: int, m: int, fn: bool = False):
-    """u rounded to the nearest value of the float format e{E}m{M}, ties to even, saturated.
-
-    Float32 bit arithmetic, exact: ``k = clamp(floor(log2 |u|), emin, emax)`` (the
-    binade; emin = 1 - bias covers the subnormals), ``step = 2^(k - M)``,
-    ``q = round(|u| / step) step`` (torch.round: half to even, and an even
-    multiple of the step is an even mantissa, also across a binade edge), then
-    ``min(q, max)``. Returns (rounded with u's sign, |u|).
-    """
-    import torch
-
-    lv = _positive_levels(e, m, fn)
-    bias = 2 ** (e - 1) - 1
-    emax = 2**e - 1 - bias
-    a = u.abs()
-    k = (a.view(torch.int32) >> 23).sub_(127).clamp_(1 - bias, emax)
-    step = k.add_(127 - m).bitwise_left_shift_(23).view(torch.float32)
-    q = (a / step).round_().mul_(step).clamp_(max=lv[-1])
-    return q.copysign_(u), a
-
-
-def _trust_edge(e: int, m: int, fn: bool) -> float:
-    lv = _positive_levels(e, m, fn)
-    return lv[-1] + (lv[-1] - lv[-2]) / 2.0
+# MX element name -> the element of raysweep.kernels.reference.block_element
+MX_ELEMENTS = {"fp4": "e2m1", "fp6": "e2m3", "fp6e3m2": "e3m2", "fp8": "e4m3fn", "int8": "int8"}
 
 
 def _pad_last(x, k: int):
@@ -87,78 +61,79 @@ def _pad_last(x, k: int):
 
 
 class MX(Representation):
-    """An OCP MX format: blocks of 32, shared E8M0 scale, fp or int8 elements."""
+    """An OCP MX format: blocks of 32, shared E8M0 scale, fp or int8 elements.
+
+    The numbers are :func:`raysweep.kernels.reference.block_quant_ref`'s (kind "mx"),
+    which the fused kernel reproduces bit for bit.
+    """
 
     family = "fp"
     block = 32
 
-    def __init__(self, spec: str, element: str):
+    def __init__(self, spec: str, element: str, sr: bool = False, headroom: bool = False):
+        from raysweep.kernels.reference import block_element
+
         self.spec = spec
         self.element = element
+        self.stochastic, self.headroom = sr, headroom
         self.row_multiple = self.block
+        e, m, _, _, self.edge = block_element(MX_ELEMENTS[element])
         if element == "int8":
             self.family = "int"
-            self.elem_bits, self.emax, self.edge = 8, 0, 127.5
-        else:
-            e, m, fn, emax = MX_ELEMENTS[element]
-            self.elem_bits, self.emax, self.edge = 1 + e + m, emax, _trust_edge(e, m, fn)
+        self.elem_bits = 8 if element == "int8" else 1 + e + m
         self.bits_per_element = self.elem_bits + 8.0 / self.block
 
     def _plan(self) -> ProjectionPlan:
-        return ProjectionPlan()  # no fused kernel: call project, use its mask
+        return ProjectionPlan(block=BlockScale("mx", MX_ELEMENTS[self.element],
+                                               stochastic=self.stochastic,
+                                               headroom=HEADROOM if self.headroom else None))
 
-    def _project(self, x):
-        import torch
+    def _project(self, x, r=None):
+        from raysweep.kernels.reference import block_quant_ref
 
-        n = x.shape[-1]
-        if n % self.block:  # a partial last block: zeros do not change its amax
-            out, mask = self._project(_pad_last(x, self.block))
-            return out[..., :n].contiguous(), mask[..., :n].contiguous()
-        xb = x.reshape(*x.shape[:-1], n // self.block, self.block)
-        amax = xb.abs().amax(-1, keepdim=True)
-        _, ex = torch.frexp(amax)                         # amax = f 2^ex, f in [0.5, 1)
-        shared = (ex - 1 - self.emax).clamp_(-127, 127)   # floor(log2 amax) - emax, E8M0 range
-        scale = torch.ldexp(torch.ones_like(amax), shared)
-        if self.element == "int8":
-            u = xb / scale * 64.0
-            q = u.round().clamp_(-127.0, 127.0)
-            out = q * scale / 64.0
-            a = u.abs()
-        else:
-            e, m, fn, _ = MX_ELEMENTS[self.element]
-            u = xb / scale
-            q, a = round_to_float(u, e, m, fn)
-            out = q * scale
-        mask = a <= self.edge
-        return out.reshape(x.shape), mask.reshape(x.shape)
+        from .rounding import uniforms
+
+        if self.stochastic and r is None:
+            r = uniforms(x)                               # torch's global RNG
+        return block_quant_ref(x, "mx", MX_ELEMENTS[self.element], u=r,
+                               headroom=HEADROOM if self.headroom else None)
 
 
 class NVFP4(Representation):
-    """NVFP4: E2M1 elements, E4M3 scales per 16 (or per 16 x 16 tile), fp32 tensor scale."""
+    """NVFP4: E2M1 elements, E4M3 scales per 16 (or per 16 x 16 tile), fp32 tensor scale.
+
+    Per 16: :func:`raysweep.kernels.reference.block_quant_ref` (kind "nvfp4"), the fused
+    kernel's numbers. ``@2d``: the same per-block math
+    (:func:`raysweep.kernels.reference.nvfp4_blocks_ref`) on the tiles laid out as blocks
+    of 256.
+    """
 
     family = "fp"
     block = 16
 
-    def __init__(self, spec: str, four_six: bool = False, two_d: bool = False):
+    def __init__(self, spec: str, four_six: bool = False, two_d: bool = False, sr: bool = False):
         self.spec = spec
         self.four_six, self.two_d = four_six, two_d
+        self.stochastic = sr
         self.row_multiple = self.block
         per_scale = self.block * (self.block if two_d else 1)
         self.bits_per_element = 4.0 + 8.0 / per_scale
 
     def _plan(self) -> ProjectionPlan:
-        return ProjectionPlan()  # no fused kernel: call project, use its mask
+        if self.two_d:
+            return ProjectionPlan()  # @2d: no fused kernel, call project and use its mask
+        return ProjectionPlan(block=BlockScale("nvfp4", "e2m1", four_six=self.four_six,
+                                               stochastic=self.stochastic))
 
-    def _blocks(self, x):
-        """x as (..., tiles, elements per tile) and the function that undoes it."""
+    def _tiles(self, x):
+        """x as (..., tiles, 256) (16 x 16 tiles over the last two dims) and the function
+        that undoes it."""
         import torch
 
         n, k = x.shape[-1], self.block
-        if n % k:  # a partial last block (or tile column): zeros do not change its amax
-            t, undo = self._blocks(_pad_last(x, k))
+        if n % k:  # a partial tile column: zeros do not change its amax
+            t, undo = self._tiles(_pad_last(x, k))
             return t, lambda y: undo(y)[..., :n].contiguous()
-        if not self.two_d:
-            return x.reshape(*x.shape[:-1], n // k, k), lambda y: y.reshape(x.shape)
         x2 = x.reshape(1, n) if x.dim() == 1 else x
         rows = x2.shape[-2]
         pad = -rows % k
@@ -176,51 +151,32 @@ class NVFP4(Representation):
 
         return t, undo
 
-    def _project(self, x):
-        import torch
+    def _project(self, x, r=None):
+        from raysweep.kernels.reference import block_quant_ref, nvfp4_blocks_ref
 
-        finite = torch.isfinite(x)
-        xf = torch.where(finite, x, torch.zeros((), device=x.device))
-        t_amax = xf.abs().amax() if xf.numel() else torch.zeros((), device=x.device)
-        # a true float32 division (a python scalar / tensor would multiply by a reciprocal)
-        s = (torch.full_like(t_amax, E4M3_MAX * E2M1_MAX) / t_amax).clamp(max=F32_MAX)
-        xb, undo = self._blocks(xf)
-        amax = xb.abs().amax(-1, keepdim=True)
-        out, u = self._candidate(xb, amax, s, E2M1_MAX)
-        if self.four_six:
-            out4, u4 = self._candidate(xb, amax, s, 4.0)
-            use4 = ((out4 - xb).pow(2).sum(-1, keepdim=True)
-                    < (out - xb).pow(2).sum(-1, keepdim=True))
-            out, u = torch.where(use4, out4, out), torch.where(use4, u4, u)
-        mask = undo(u.abs() <= 7.0)
-        out = torch.where(finite, undo(out), x)
-        return out, mask
+        from .rounding import uniforms
 
-    @staticmethod
-    def _candidate(xb, amax, s, top: float):
-        """(x_hat, u) with the block max scaled to ``top`` (6, or 4 for the 4/6 variant)."""
-        import torch
-
-        b, _ = round_to_float(amax / top * s, 4, 3, fn=True)     # E4M3, saturated at 448
-        u = xb / (b / s)
-        q, _ = round_to_float(u, 2, 1)
-        dead = (b == 0) | (b / s == 0)
-        out = torch.where(dead, 0.0, q * b / s)
-        u = torch.where(dead, 0.0, u)
-        return out, u
+        if self.stochastic and r is None:
+            r = uniforms(x)                               # torch's global RNG
+        if not self.two_d:
+            return block_quant_ref(x, "nvfp4", "e2m1", self.four_six, r)
+        xb, undo = self._tiles(x)
+        rb = None if r is None else self._tiles(r)[0]   # the uniforms, laid out alike
+        out, mask = nvfp4_blocks_ref(xb, self.four_six, rb)
+        return undo(out), undo(mask)
 
 
 # ----------------------------------------------------------------------------- forms
 
 @register("mx", r"mx(?P<elem>fp6e3m2|fp4|fp6|fp8|int8)",
-          "mxfp4, mxfp6 (e2m3), mxfp6e3m2, mxfp8 (e4m3), mxint8 (MX blocks of 32)")
+          "mxfp4, mxfp6 (e2m3), mxfp6e3m2, mxfp8 (e4m3), mxint8 (MX blocks of 32; @q, @sr)")
 def _mx(m, opts):
-    return MX(opts["spec"], m.group("elem"))
+    return MX(opts["spec"], m.group("elem"), sr=opts["sr"], headroom=opts["q"])
 
 
-@register("nvfp4", r"nvfp4", "nvfp4 (options @46, @2d)")
+@register("nvfp4", r"nvfp4", "nvfp4 (options @46, @2d, @sr)")
 def _nvfp4(m, opts):
-    return NVFP4(opts["spec"], four_six=opts["46"], two_d=opts["2d"])
+    return NVFP4(opts["spec"], four_six=opts["46"], two_d=opts["2d"], sr=opts["sr"])
 
 
 __all__ = ["MX", "NVFP4", "round_to_float"]

@@ -32,7 +32,7 @@ def format_table(rows: dict[str, dict]) -> str:
     """Aligned text table of :func:`gmse_rows` output."""
     head = ("spec", "gmse", "stderr", "method", "bits", "family")
     lines = [head] + [(s, f"{r['gmse']:.6g}", f"{r['stderr']:.2g}", r["method"],
-                       f"{r['bits_per_element']:.4g}", r["family"]) for s, r in rows.items()]
+                       f"{r['bits_per_element']:g}", r["family"]) for s, r in rows.items()]
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
                      for line in lines)

@@ -84,6 +84,15 @@ def uniform_levels(bits: int) -> np.ndarray:
     return np.linspace(-1.0, 1.0, 2**bits)
 
 
+def zero_levels(bits: int) -> np.ndarray:
+    """Unit symmetric grid with a zero level (``intz{b}``): ``k / Q``, ``|k| <= Q = 2^(b-1) - 1``.
+
+    2^b - 1 levels (the hardware int grid: int4 codes -7..7, the code -8 unused).
+    """
+    q = 2 ** (bits - 1) - 1
+    return np.arange(-q, q + 1, dtype=np.float64) / q
+
+
 def lloyd_levels(bits: int, tol: float = 1e-7, max_iter: int = 800,
                  relax: float = 1.8) -> np.ndarray:
     """Lloyd-Max levels of N(0,1) with 2^b levels (MSE-optimal scalar quantizer).

@@ -14,6 +14,10 @@ N(0, 1) data is again i.i.d. N(0, 1), and the error's norm is unchanged.
 The trust mask lives in the rotated domain, so ``project`` returns None; the
 plan (``Rotation(block, inner)``) tells a layer to rotate itself, project by
 ``inner`` and apply the inner mask there.
+
+``@rh{B}`` (B = 16, 32, 64, 128): the random-sign variant ``x_hat = d H^T Q(H d x)``
+with a fresh diagonal of random signs ``d`` per projection (:class:`Rotated`);
+GMSE is the inner's for the same reason (the signs keep N(0, 1) data N(0, 1)).
 """
 
 from __future__ import annotations
@@ -60,24 +64,54 @@ def rotate(x, block: int | None = None):
     return (x.reshape(*x.shape[:-1], n // block, block) @ h).reshape(x.shape)
 
 
+def random_signs(n: int, device=None, generator=None):
+    """n float32 signs +-1, each 1 with probability 1/2 (torch's global RNG by default)."""
+    import torch
+
+    bits = torch.randint(0, 2, (n,), device=device, generator=generator)
+    return bits.to(torch.float32).mul_(2.0).sub_(1.0)
+
+
 class Rotated(Representation):
-    """``inner@h``: rotate, project by the inner representation, rotate back."""
+    """``inner@h`` / ``inner@rh{B}``: rotate, project by the inner representation, rotate back.
+
+    ``@rh{B}`` (``random_block=B``): ``y = H (d * x)`` with ``d`` one random sign per
+    column of the last dim (shared by all rows), drawn at every projection from torch's
+    global RNG (or ``self.generator``), and ``x_hat = d * H^T Q(y)``; H of block
+    ``block_size(n, B)``. Its plan is the default one (the layer calls ``project``; no
+    trust mask, the rotated domain's mask does not map back to an elementwise one).
+    """
 
     hadamard = MAX_BLOCK
 
-    def __init__(self, inner: Representation):
+    def __init__(self, inner: Representation, random_block: int | None = None):
         self.inner = inner
-        self.spec = inner.spec + "@h"
+        self.random_block = random_block
+        if random_block:
+            self.hadamard = random_block
+        self.spec = inner.spec + (f"@rh{random_block}" if random_block else "@h")
         self.family = inner.family
         self.bits_per_element = inner.bits_per_element
         self.row_multiple = inner.row_multiple
+        self.stochastic = inner.stochastic
+        self.generator = None
 
     def _plan(self) -> ProjectionPlan:
+        if self.random_block:
+            return ProjectionPlan()  # signs are redrawn inside project (see the class doc)
         return ProjectionPlan(rotation=Rotation(self.hadamard, self.inner))
 
-    def _project(self, x):
-        q, _ = self.inner.project(rotate(x))
-        return rotate(q), None
+    def _project(self, x, r=None):
+        inner = self.inner
+        if not self.random_block:
+            y = rotate(x)
+            q, _ = inner.project(y) if r is None else inner.project_with_uniforms(y, r)
+            return rotate(q), None
+        block = block_size(x.shape[-1], self.random_block)
+        d = random_signs(x.shape[-1], x.device, self.generator)
+        y = rotate(x * d, block)
+        q, _ = inner.project(y) if r is None else inner.project_with_uniforms(y, r)
+        return rotate(q, block).mul_(d), None
 
     def _gmse(self) -> GMSE:
         return self.inner.gmse()

@@ -6,10 +6,12 @@ Grammar (docs/formats.md)::
     part   := base ("@" option)*               options in any order, each once
     base   := a registered form (int4, fp4, e3m2, lloyd3, ternary, noise2,
               sparse50, 2:4, vq2x8) or bf16 / none
-    option := absmax | g{G} | h
+    option := absmax | g{G} | h | sr | rh{B} | o{P} | q | 46 | 2d
 
 Canonical spec: bases as registered (``none`` -> ``bf16``), options in the
-order absmax, g{G}, h, parts joined by ``+``. Parsing is cached per string.
+order absmax, g{G}, 46, 2d, q, sr, then the rotation (h or rh{B}), then o{P}
+(``o`` wraps the rotated grid, which wraps the rounded one), parts joined by
+``+``. Parsing is cached per string.
 
 Numbers are written canonically or the spec is an error: ASCII digits only
 (``int４`` is refused), no leading zeros (``int04``, ``sparse050``, ``@g032``:
@@ -28,10 +30,16 @@ from raysweep.errors import SpecError
 from .base import MAX_PARTS, Identity, ProjectionPlan, Representation, forms, spec_error
 from .gaussian import GMSE
 
-SCALAR_FORMS = ("int", "fp", "float", "lloyd", "ternary")
+SCALAR_FORMS = ("int", "intz", "fp", "float", "lloyd", "ternary")
 ROTATABLE_FORMS = SCALAR_FORMS + ("vq",)
-FORM_OPTIONS = {"46": "nvfp4", "2d": "nvfp4"}  # options only one form takes (canonical order)
+SR_FORMS = SCALAR_FORMS + ("mx", "nvfp4")          # forms with a stochastic-rounding option
+RANDOM_ROTATABLE_FORMS = ROTATABLE_FORMS + ("mx", "nvfp4")
+OUTLIER_FORMS = RANDOM_ROTATABLE_FORMS              # forms that take @o{P}
+FORM_OPTIONS = {"46": "nvfp4", "2d": "nvfp4", "q": "mx"}  # one form each (canonical order)
+RH_BLOCKS = (16, 32, 64, 128)
 _GROUP = re.compile(r"g([0-9]+)\Z", re.ASCII)
+_RH = re.compile(r"rh([0-9]+)\Z", re.ASCII)
+_OUTLIERS = re.compile(r"o([0-9]+(\.[0-9]+)?)\Z", re.ASCII)
 _LEADING_ZERO = re.compile(r"(?<![0-9.])0+(?=[0-9])", re.ASCII)  # 04, 050, 00.5; not 0, 0.5
 
 
@@ -51,6 +59,7 @@ class Composite(Representation):
         self.spec = "+".join(p.spec for p in parts)
         self.family = "+".join(p.family for p in parts)
         self.is_identity = all(p.is_identity for p in parts)
+        self.stochastic = any(p.stochastic for p in parts)
         self.cache_tag = ",".join(p.cache_tag for p in parts)
         self.row_multiple = math.lcm(*(p.row_multiple for p in parts))
         density, mask_bits, value_bits = 1.0, 0.0, 16.0
@@ -69,10 +78,11 @@ class Composite(Representation):
     def _plan(self) -> ProjectionPlan:
         return ProjectionPlan(identity=self.is_identity, parts=self.parts)
 
-    def _project(self, x):
+    def _project(self, x, r=None):
+        """The parts in order; explicit uniforms ``r`` go to every stochastic part."""
         mask = None
         for p in self.parts:
-            x, m = p.project(x)
+            x, m = p.project_with_uniforms(x, r) if r is not None and p.stochastic else p.project(x)
             if m is not None:
                 mask = m if mask is None else mask & m
         return x, mask
@@ -93,30 +103,43 @@ class Composite(Representation):
 
 
 def _options(part: str, opts: list[str]) -> dict:
-    out = {"absmax": False, "group": None, "h": False, **{k: False for k in FORM_OPTIONS}}
+    out = {"absmax": False, "group": None, "h": False, "sr": False, "rh": None,
+           "outliers": None, **{k: False for k in FORM_OPTIONS}}
     seen = set()
     for o in opts:
-        grp = _GROUP.match(o)
-        if o == "g":
-            raise spec_error(part, "option @g needs a group size G = 2..65536, e.g. @g32")
-        key = "g{G}" if grp else o
+        grp, rh, outl = _GROUP.match(o), _RH.match(o), _OUTLIERS.match(o)
+        if o in ("g", "rh", "o"):
+            raise spec_error(part, {"g": "option @g needs a group size G = 2..65536, e.g. @g32",
+                                    "rh": "option @rh needs a block size B = 16, 32, 64 or "
+                                          "128, e.g. @rh32",
+                                    "o": "option @o needs a percentage 0 < P < 100, e.g. @o1"}[o])
+        key = "g{G}" if grp else "rh{B}" if rh else "o{P}" if outl else o
         if key in seen:
             raise spec_error(part, f"option @{o} given twice")
         seen.add(key)
-        if o == "absmax":
-            out["absmax"] = True
-        elif o == "h":
-            out["h"] = True
-        elif o in FORM_OPTIONS:
+        if o in ("absmax", "h", "sr") or o in FORM_OPTIONS:
             out[o] = True
         elif grp:
             g = int(grp.group(1))
             if not 2 <= g <= 65536:
                 raise spec_error(part, f"group size @g{g} out of range 2..65536")
             out["group"] = g
+        elif rh:
+            b = int(rh.group(1))
+            if b not in RH_BLOCKS:
+                raise spec_error(part, f"random Hadamard block @rh{b}: allowed 16, 32, 64, 128")
+            out["rh"] = b
+        elif outl:
+            p = float(outl.group(1))
+            if not 0.0 < p < 100.0:
+                raise spec_error(part, f"outlier percentage @o{outl.group(1)} out of range "
+                                       "0 < P < 100")
+            out["outliers"] = p
         else:
-            raise spec_error(part, f"unknown option @{o} (allowed: @absmax, @g{{G}}, @h; "
-                                   f"@46, @2d for nvfp4)")
+            raise spec_error(part, f"unknown option @{o} (allowed: @absmax, @g{{G}}, @h, @sr, "
+                                   f"@rh{{B}}, @o{{P}}; @q for mx; @46, @2d for nvfp4)")
+    if out["h"] and out["rh"]:
+        raise spec_error(part, "@h and @rh{B} are two rotations: give one")
     return out
 
 
@@ -124,6 +147,7 @@ def _canonical_options(o: dict) -> str:
     s = "@absmax" if o["absmax"] else ""
     s += f"@g{o['group']}" if o["group"] else ""
     s += "".join(f"@{k}" for k in FORM_OPTIONS if o.get(k))
+    s += "@sr" if o["sr"] else ""
     return s
 
 
@@ -163,15 +187,28 @@ def _parse_part(part: str) -> Representation:
             raise spec_error(part, f"@absmax/@g apply to scalar grids only, not {form.name}")
         if o["h"] and form.name not in ROTATABLE_FORMS:
             raise spec_error(part, f"@h applies to scalar grids and vq only, not {form.name}")
+        if o["sr"] and form.name not in SR_FORMS:
+            raise spec_error(part, f"@sr applies to scalar grids, mx and nvfp4 only, "
+                                   f"not {form.name}")
+        if o["rh"] and form.name not in RANDOM_ROTATABLE_FORMS:
+            raise spec_error(part, f"@rh{{B}} applies to scalar grids, vq, mx and nvfp4 only, "
+                                   f"not {form.name}")
+        if o["outliers"] is not None and form.name not in OUTLIER_FORMS:
+            raise spec_error(part, f"@o{{P}} applies to scalar grids, vq, mx and nvfp4 only, "
+                                   f"not {form.name}")
         for k, owner in FORM_OPTIONS.items():
             if o[k] and form.name != owner:
                 raise spec_error(part, f"@{k} applies to {owner} only, not {form.name}")
         o["spec"] = base + _canonical_options(o)
         rep = form.build(m, o)
-        if o["h"]:
+        if o["h"] or o["rh"]:
             from .hadamard import Rotated
 
-            rep = Rotated(rep)
+            rep = Rotated(rep, random_block=o["rh"])
+        if o["outliers"] is not None:
+            from .outliers import KeptOutliers
+
+            rep = KeptOutliers(rep, o["outliers"])
         return rep
     raise spec_error(part, f"unknown representation {base!r}")
 

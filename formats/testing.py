@@ -25,6 +25,10 @@ Checks (each a ``test_*`` method pytest collects from the subclass):
 - a pickled copy (as sent to Ray workers) projects identically;
 - policy: an all-zero row projects to zeros (mask all True); a non-finite
   value only affects its own row; the canonical spec parses to itself.
+- stochastic rounding (``rep.stochastic``, the ``@sr`` specs): explicit uniforms
+  (``project_with_uniforms``) give identical bits twice, values in [0, 1) of
+  another draw give another projection, and a non-stochastic spec refuses them.
+  (Unbiasedness is tested per grid in tests/formats/test_formats_rounding.py.)
 """
 
 from __future__ import annotations
@@ -136,3 +140,21 @@ class FormatConformance:
         copy = pickle.loads(pickle.dumps(rep))
         assert copy.spec == rep.spec and copy.gmse() == rep.gmse()
         assert torch.equal(_seeded(copy.project, x)[0], _seeded(rep.project, x)[0])
+
+    def test_explicit_uniforms(self, rep):
+        import torch
+
+        from raysweep.errors import RaysweepError
+
+        x = torch.randn(4, WIDTH, generator=torch.Generator().manual_seed(5))
+        u = torch.rand(x.shape, generator=torch.Generator().manual_seed(6))
+        if not rep.stochastic:
+            with pytest.raises(RaysweepError):
+                rep.project_with_uniforms(x, u)
+            return
+        a, ma = _seeded(rep.project_with_uniforms, x, u)
+        b, mb = _seeded(rep.project_with_uniforms, x, u)
+        assert torch.equal(a, b) and a.shape == x.shape and torch.isfinite(a).all()
+        assert (ma is None) == (mb is None) and (ma is None or torch.equal(ma, mb))
+        other, _ = _seeded(rep.project_with_uniforms, x, 1.0 - u.clamp_min(2**-24))
+        assert not torch.equal(a, other)

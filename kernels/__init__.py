@@ -10,6 +10,8 @@ reference module for the exact operation order and tie rules).
 - :func:`masked_grad`: the estimator's backward, ``g`` where the mask is set, else 0.
 - :func:`topk_mask`: per-row magnitude top-k keep mask.
 - :func:`nm_mask`: N:M keep mask along the last dim.
+- :func:`block_quant`: block-scaled (MX, NVFP4) quantize-dequantize + trust mask,
+  round to nearest or stochastic given uniforms.
 
 Triton is imported only when a Triton backend runs, so the torch backend works
 where Triton is missing (macOS, Windows).
@@ -88,5 +90,23 @@ def nm_mask(x, n: int, m: int, backend: str = "auto"):
     return nm_mask_ref(x, n, m)
 
 
-__all__ = ["BACKENDS", "check_backend", "int_quant", "masked_grad", "nm_mask", "topk_mask",
-           "use_triton"]
+def block_quant(x, kind: str, element: str, four_six: bool = False, u=None,
+                headroom: float | None = None, backend: str = "auto"):
+    """(x_hat, trust mask) of a block-scaled format; see reference.block_quant_ref.
+
+    ``kind`` "mx" | "nvfp4", ``element`` "e2m1" | "e2m3" | "e3m2" | "e4m3fn" | "int8"
+    (any e{E}m{M}[fn]; nvfp4: e2m1), ``four_six`` NVFP4's 4/6 variant, ``u`` float32
+    uniforms of x's shape for stochastic rounding (None: round to nearest), ``headroom``
+    (mx) a factor h on the scaled elements before rounding, undone after (None: 1).
+    """
+    if use_triton(backend, x):
+        from raysweep.kernels.block import block_quant_triton
+
+        return block_quant_triton(x, kind, element, four_six, u, headroom)
+    from raysweep.kernels.reference import block_quant_ref
+
+    return block_quant_ref(x, kind, element, four_six, u, headroom)
+
+
+__all__ = ["BACKENDS", "block_quant", "check_backend", "int_quant", "masked_grad", "nm_mask",
+           "topk_mask", "use_triton"]

@@ -15,6 +15,7 @@ float32 "magic number" ``(u + 1.5 * 2^23) - 1.5 * 2^23``, exact for
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -156,10 +157,22 @@ def int_quant_triton(x: torch.Tensor, bits: int, clip_mult: float,
     Returns (x_hat, mask), or with ``codes=True`` (b <= 4) also the float8 e4m3
     codes ``r - 1/2`` and the float32 row scales ``step * s`` of shape
     (rows, 1), so that ``x_hat = codes * scale`` up to the final rounding.
+    One call of the custom operator ``raysweep::int_quant`` (torch.compile and
+    CUDA graphs take it whole; its gradient is the trust-masked straight-through
+    estimator, ``grad_x = mask * grad_x_hat``).
     """
+    y, m, c, sc = _int_quant_op(x, bits, float(clip_mult), None if trust is None else float(trust),
+                                out_dtype or x.dtype, codes)
+    return (y, m, c, sc) if codes else (y, m)
+
+
+@torch.library.custom_op("raysweep::int_quant", mutates_args=())
+def _int_quant_op(x: torch.Tensor, bits: int, clip_mult: float, trust: float | None,
+                  out_dtype: torch.dtype, codes: bool
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_hat, mask, codes, row scales); the last two are empty unless ``codes``."""
     a, step, _ = grid_constants(bits, clip_mult)
     half_trust = step / 2 if trust is None else f32(trust)
-    out_dtype = out_dtype or x.dtype
     shape = x.shape
     n_cols = shape[-1]
     x2 = x.reshape(-1, n_cols)
@@ -168,25 +181,55 @@ def int_quant_triton(x: torch.Tensor, bits: int, clip_mult: float,
     n_rows = x2.shape[0]
     y = torch.empty(x2.shape, dtype=out_dtype, device=x.device)
     m = torch.empty(x2.shape, dtype=torch.bool, device=x.device)
-    c = torch.empty(x2.shape, dtype=torch.float8_e4m3fn, device=x.device) if codes else m
-    sc = torch.empty((n_rows, 1), dtype=torch.float32, device=x.device) if codes else m
+    c = torch.empty(x2.shape if codes else (0,), dtype=torch.float8_e4m3fn, device=x.device)
+    sc = torch.empty((n_rows, 1) if codes else (0,), dtype=torch.float32, device=x.device)
     if x2.numel():
         bm, bn, warps = _tiles(n_cols, _interpreting())
         grid = (triton.cdiv(n_rows, bm),)
         _int_quant_fwd[grid](
             x2, y, m.view(torch.uint8), c if codes else m.view(torch.uint8), sc,
-            n_rows, n_cols, x2.stride(0), y.stride(0), m.stride(0), c.stride(0),
+            n_rows, n_cols, x2.stride(0), y.stride(0), m.stride(0), c.stride(0) if codes else 0,
             float(n_cols), a, step, half_trust,
             BLOCK_M=bm, BLOCK_N=bn, SINGLE=n_cols <= bn, BF16=out_dtype == torch.bfloat16,
             CODES=codes, num_warps=warps, **_NO_FMA,
         )
-    if codes:
-        return y.reshape(shape), m.reshape(shape), c, sc
-    return y.reshape(shape), m.reshape(shape)
+    return y.reshape(shape), m.reshape(shape), c, sc
+
+
+@_int_quant_op.register_fake
+def _int_quant_fake(x, bits, clip_mult, trust, out_dtype, codes):
+    rows = math.prod(x.shape[:-1])
+    flat = (rows, x.shape[-1])
+    return (x.new_empty(x.shape, dtype=out_dtype), x.new_empty(x.shape, dtype=torch.bool),
+            x.new_empty(flat if codes else (0,), dtype=torch.float8_e4m3fn),
+            x.new_empty((rows, 1) if codes else (0,), dtype=torch.float32))
+
+
+def _int_quant_setup(ctx, inputs, output):
+    ctx.mark_non_differentiable(output[1], output[2], output[3])  # mask, codes, scales
+    ctx.save_for_backward(output[1])
+
+
+def _int_quant_backward(ctx, g_y, g_m, g_c, g_sc):
+    (mask,) = ctx.saved_tensors
+    return masked_grad_triton(g_y, mask), None, None, None, None, None
+
+
+torch.library.register_autograd("raysweep::int_quant", _int_quant_backward,
+                                setup_context=_int_quant_setup)
 
 
 def masked_grad_triton(g: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Triton version of :func:`~raysweep.kernels.reference.masked_grad_ref`."""
+    """Triton version of :func:`~raysweep.kernels.reference.masked_grad_ref`.
+
+    The custom operator ``raysweep::masked_grad`` (linear in g: its gradient is
+    the same masking of the incoming gradient).
+    """
+    return _masked_grad_op(g, mask)
+
+
+@torch.library.custom_op("raysweep::masked_grad", mutates_args=())
+def _masked_grad_op(g: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     g_c = g.contiguous()
     m_c = mask.contiguous()
     out = torch.empty_like(g_c)
@@ -196,3 +239,21 @@ def masked_grad_triton(g: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         _masked_grad[(triton.cdiv(n, block),)](g_c, m_c.view(torch.uint8), out, n,
                                                BLOCK=block, num_warps=8)
     return out.view(g.shape)
+
+
+@_masked_grad_op.register_fake
+def _masked_grad_fake(g, mask):
+    return g.new_empty(g.shape)
+
+
+def _masked_grad_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1])
+
+
+def _masked_grad_backward(ctx, grad):
+    (mask,) = ctx.saved_tensors
+    return _masked_grad_op(grad, mask), None
+
+
+torch.library.register_autograd("raysweep::masked_grad", _masked_grad_backward,
+                                setup_context=_masked_grad_setup)

@@ -69,7 +69,15 @@ def _nm_mask_kernel(
 
 
 def topk_mask_triton(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Triton version of :func:`~raysweep.kernels.reference.topk_mask_ref`."""
+    """Triton version of :func:`~raysweep.kernels.reference.topk_mask_ref`.
+
+    The custom operator ``raysweep::topk_mask`` (a bool mask: no gradient).
+    """
+    return _topk_mask_op(x, k)
+
+
+@torch.library.custom_op("raysweep::topk_mask", mutates_args=())
+def _topk_mask_op(x: torch.Tensor, k: int) -> torch.Tensor:
     shape = x.shape
     n_cols = shape[-1]
     if k <= 0 or k >= n_cols or n_cols > _MAX_BLOCK_N or x.numel() == 0:
@@ -91,9 +99,17 @@ def topk_mask_triton(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def nm_mask_triton(x: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """Triton version of :func:`~raysweep.kernels.reference.nm_mask_ref`."""
+    """Triton version of :func:`~raysweep.kernels.reference.nm_mask_ref`.
+
+    The custom operator ``raysweep::nm_mask`` (a bool mask: no gradient).
+    """
     if x.shape[-1] % m:
         raise ValueError(f"last dim {x.shape[-1]} is not a multiple of m={m}")
+    return _nm_mask_op(x, n, m)
+
+
+@torch.library.custom_op("raysweep::nm_mask", mutates_args=())
+def _nm_mask_op(x: torch.Tensor, n: int, m: int) -> torch.Tensor:
     xc = x.contiguous()
     out = torch.empty(x.shape, dtype=torch.bool, device=x.device)
     n_groups = xc.numel() // m
@@ -104,3 +120,13 @@ def nm_mask_triton(x: torch.Tensor, n: int, m: int) -> torch.Tensor:
         _nm_mask_kernel[(triton.cdiv(n_groups, block_g),)](
             xc, out.view(torch.uint8), n_groups, N=n, M=m, M_P2=m_p2, BLOCK_G=block_g)
     return out
+
+
+@_topk_mask_op.register_fake
+def _topk_mask_fake(x, k):
+    return x.new_empty(x.shape, dtype=torch.bool)
+
+
+@_nm_mask_op.register_fake
+def _nm_mask_fake(x, n, m):
+    return x.new_empty(x.shape, dtype=torch.bool)

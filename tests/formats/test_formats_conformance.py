@@ -8,6 +8,10 @@ SPECS = [
     "lloyd3", "ternary", "fp4", "fp8", "e3m2", "fp4@absmax@g32", "noise2", "sparse50", "sparse90",
     "2:4",
     "sparse50+int4", "vq2x4", "vq4x8@h",
+    # stochastic rounding, zero-level int, random-sign Hadamard, kept outliers
+    "int4@sr", "int1@sr@h", "intz4", "intz3@absmax@g32@sr", "fp4@sr", "e3m2@absmax@sr",
+    "lloyd3@sr", "ternary@sr", "int4@rh32", "fp4@sr@rh16", "int4@o1", "int4@h@o1",
+    "e2m1@sr@rh128@o0.5", "sparse50+int4@sr",
 ]
 
 

@@ -118,7 +118,7 @@ def test_identity_and_canonical_specs():
 def test_every_form_is_registered():
     names = set(forms())
     assert names == {"int", "fp", "float", "lloyd", "ternary", "noise", "sparse", "nm", "vq",
-                     "mx", "nvfp4"}
+                     "mx", "nvfp4", "intz"}
     examples = ["int4", "fp4", "e2m1", "lloyd2", "ternary", "noise2", "sparse50", "2:4", "vq2x4"]
     assert {type(parse(s)).__name__ for s in examples} >= {"ScalarGrid", "Sparse", "NM", "VQ"}
 
