@@ -36,6 +36,7 @@ for step in $STEPS; do
     log "kernel, layer and format tests on CUDA"
     python3 -m pytest -q tests/kernels tests/train/test_layers_compressed.py \
       tests/train/test_layers_routing.py tests/formats/test_formats_cuda.py \
+      tests/train/test_compile.py -m "gpu or not slow" \
       -p no:cacheprovider >"$OUT/tests.txt" 2>&1
     log "tests rc=$? ($(tail -1 "$OUT/tests.txt"))"
     ;;

@@ -7,6 +7,13 @@ CPU (always, unless ``--gpu-only``):
   AdamW + clipping, no evals, no framework) -- the cost of the trainable.
 - ``w4a4_vs_dense``: step time (forward, backward, AdamW) of the same tiny model
   with every block linear a W4A4 ``CompressedLinear`` over the dense step time.
+- ``cpu_compile_vs_eager``: per size and model (``"2x32/dense"``, ``"2x128/w4a4"``,
+  ...; batch 8 x 128) the step time of
+  ``torch.compile(model)`` (inductor, fullgraph) over eager's, after warm-up
+  (> 1: compiled is slower); ``cpu_compile_warmup_s``: the first compiled
+  step (compilation); ``cpu_compile_ms``: the times. ``cpu_compile_faster``:
+  per case, whether compiled won (a slower compiled path is reported as such;
+  the trainer's default is whichever wins: docs/decisions.md).
 
 GPU (when CUDA is present), per ``d_model`` in (1024, 2048), T = 16384 tokens,
 one square linear layer, forward + backward (grads of x and W), bf16 autocast
@@ -26,9 +33,14 @@ with fp32 master weights (the training setup); medians of
   as CUDA graphs (``torch.cuda.make_graphed_callables``: no per-launch host
   cost, the layer's bottleneck in eager mode) / dense (eager autocast); the
   dense layer captured the same way is ``gpu_ms[d]["dense_autocast_graph"]``.
+- ``gpu_compiled_w4a4_vs_dense_bf16``: the Triton layer under ``torch.compile``
+  (fullgraph: its custom operators) / dense; ``gpu_cudagraph_compiled_w4a4_vs_dense_bf16``
+  the same with ``mode="reduce-overhead"`` (CUDA graphs); ``gpu_compiled_vs_ref_compile``:
+  ``torch.compile`` of the torch reference / the compiled layer (> 1: ours is faster,
+  the peer to beat).
 - ``gpu_ms``: every time in milliseconds.
 
-Usage: ``python bench/train.py [--gpu-only] [--cpu-only] [--quick]``.
+Usage: ``python bench/train.py [--gpu-only] [--cpu-only] [--quick] [--no-compile]``.
 """
 
 from __future__ import annotations
@@ -59,11 +71,11 @@ def _median_time(fn, repeats: int, warmup: int = 2) -> float:
 # --------------------------------------------------------------------------- CPU
 
 
-def _tiny_model(weights: str = "bf16", activations: str = "bf16"):
+def _tiny_model(weights: str = "bf16", activations: str = "bf16", size=CPU_SIZE):
     from raysweep.train.model import GPT, is_compressible
 
     torch.manual_seed(0)
-    n_layers, d = CPU_SIZE
+    n_layers, d = size
     model = GPT(n_layers, d, max(1, d // 32), 256)
     if weights != "bf16" or activations != "bf16":
         from raysweep.train.layers import convert_linears
@@ -72,8 +84,11 @@ def _tiny_model(weights: str = "bf16", activations: str = "bf16"):
     return model
 
 
-def _step_fn(model):
-    """One training step (forward, backward, clip, AdamW) on fixed random tokens."""
+def _step_fn(model, fwd=None):
+    """One training step (forward, backward, clip, AdamW) on fixed random tokens.
+
+    ``fwd``: what computes the loss (the model itself, or its compiled version)."""
+    fwd = model if fwd is None else fwd
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95))
     bsz, seq = CPU_BATCH
     g = torch.Generator().manual_seed(0)
@@ -81,7 +96,7 @@ def _step_fn(model):
     y = torch.randint(0, 256, (bsz, seq), generator=g)
 
     def step():
-        loss = model(x, y)
+        loss = fwd(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -100,6 +115,39 @@ def w4a4_vs_dense(repeats: int) -> dict:
     d, q = min(t_d), min(t_q)
     return {"w4a4_vs_dense": q / d, "cpu_dense_step_ms": 1e3 * d, "cpu_w4a4_step_ms": 1e3 * q,
             "cpu_model": f"{CPU_SIZE[0]}x{CPU_SIZE[1]}", "cpu_batch": list(CPU_BATCH)}
+
+
+COMPILE_SIZES = ((2, 32), (2, 128))  # the sweep's smallest (d32) and the CPU bench model
+
+
+def compile_vs_eager(repeats: int) -> dict:
+    """Tiny-model training step, ``torch.compile`` (inductor, fullgraph) against eager.
+
+    Per size of :data:`COMPILE_SIZES` and model (dense, W4A4); keys ``"2x32/dense"``.
+    Each model is compiled once; its first step (the compile) is timed on its own
+    and left out of the medians, which interleave eager and compiled rounds.
+    """
+    ratios, times, warm, faster = {}, {}, {}, {}
+    cases = [(f"{n}x{d}/{name}", specs, (n, d)) for n, d in COMPILE_SIZES
+             for name, specs in (("dense", ("bf16", "bf16")), ("w4a4", ("int4", "int4")))]
+    for name, specs, size in cases:
+        model = _tiny_model(*specs, size=size)
+        eager = _step_fn(model)
+        torch._dynamo.reset()
+        compiled_model = _tiny_model(*specs, size=size)
+        compiled = _step_fn(compiled_model, torch.compile(compiled_model, fullgraph=True))
+        t0 = time.perf_counter()
+        compiled()
+        warm[name] = time.perf_counter() - t0
+        t_e, t_c = [], []
+        for _ in range(3):
+            t_e.append(_median_time(eager, repeats))
+            t_c.append(_median_time(compiled, repeats))
+        e, c = min(t_e), min(t_c)
+        ratios[name], faster[name] = c / e, c < e
+        times[name] = {"eager": 1e3 * e, "compiled": 1e3 * c}
+    return {"cpu_compile_vs_eager": ratios, "cpu_compile_ms": times,
+            "cpu_compile_warmup_s": warm, "cpu_compile_faster": faster}
 
 
 def _plain_tokens_per_s(steps: int) -> float:
@@ -221,10 +269,19 @@ def _gpu_case(d: int, tokens: int, quick: bool) -> dict:
 
     tri_g = CompressedLinear.from_linear(dense, "int4", "int4", backend="triton")
     dense_g = torch.nn.Linear(d, d, bias=False, device=dev)
+    tri_c = torch.compile(CompressedLinear.from_linear(dense, "int4", "int4", backend="triton"),
+                          fullgraph=True)
+    tri_cg = torch.compile(CompressedLinear.from_linear(dense, "int4", "int4",
+                                                        backend="triton"),
+                           mode="reduce-overhead", fullgraph=True)
+    dense_c = torch.compile(dense, fullgraph=True)
     cases = {
         "dense_autocast": run(dense),
         "dense_autocast_graph": graphed(dense_g),
         "w4a4_triton_graph": graphed(tri_g),
+        "w4a4_triton_compile": run(tri_c),
+        "w4a4_triton_compile_graph": run(tri_cg),
+        "dense_autocast_compile": run(dense_c),
         "a4_only_triton": run(a4),
         "w4_only_triton": run(w4),
         "w4a4_triton_where": run(where_variant),
@@ -334,6 +391,7 @@ def gpu(quick: bool) -> dict:
     except Exception as e:
         print(f"profile failed: {type(e).__name__}: {e}", file=sys.stderr)
     times, w4, vs_torch, vs_compile, w4_fp8, w4_pure, w4_graph = {}, {}, {}, {}, {}, {}, {}
+    w4_comp, w4_comp_graph, comp_vs_ref = {}, {}, {}
     for d in (1024, 2048):
         t = _gpu_case(d, tokens, quick)
         times[str(d)] = t
@@ -350,10 +408,21 @@ def gpu(quick: bool) -> dict:
             vs_compile[str(d)] = t["w4a4_ref_compile"] / t["w4a4_triton"]
         if t["w4a4_triton_graph"] and base:
             w4_graph[str(d)] = t["w4a4_triton_graph"] / base
+        if t["w4a4_triton_compile"] and base:
+            w4_comp[str(d)] = t["w4a4_triton_compile"] / base
+        if t["w4a4_triton_compile_graph"] and base:
+            w4_comp_graph[str(d)] = t["w4a4_triton_compile_graph"] / base
+        best = min(v for v in (t["w4a4_triton_compile"], t["w4a4_triton_compile_graph"]) if v) \
+            if (t["w4a4_triton_compile"] or t["w4a4_triton_compile_graph"]) else None
+        if best and t["w4a4_ref_compile"]:
+            comp_vs_ref[str(d)] = t["w4a4_ref_compile"] / best
     return {"gpu_w4a4_vs_dense_bf16": w4, "gpu_graph_w4a4_vs_dense_bf16": w4_graph,
             "gpu_triton_vs_torch": vs_torch,
             "gpu_compile_vs_triton": vs_compile, "gpu_fp8_w4a4_vs_dense_bf16": w4_fp8,
             "gpu_w4a4_vs_pure_bf16_weights": w4_pure, "gpu_ms": times,
+            "gpu_compiled_w4a4_vs_dense_bf16": w4_comp,
+            "gpu_cudagraph_compiled_w4a4_vs_dense_bf16": w4_comp_graph,
+            "gpu_compiled_vs_ref_compile": comp_vs_ref,
             "gpu_kernels_2048": _kernel_bandwidth(tokens, 2048), "gpu_tokens": tokens,
             "gpu_device": torch.cuda.get_device_name()}
 
@@ -363,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu-only", action="store_true")
     p.add_argument("--cpu-only", action="store_true")
     p.add_argument("--quick", action="store_true", help="fewer repeats")
+    p.add_argument("--no-compile", action="store_true",
+                   help="skip the CPU compiled-vs-eager comparison (two inductor builds)")
     args = p.parse_args(argv)
     result: dict = {}
     if not args.gpu_only:
@@ -372,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
         steps = 10 if args.quick else 30
         result.update(trainable_vs_plain(steps))
         result.update(w4a4_vs_dense(5 if args.quick else 10))
+        if not args.no_compile:
+            result.update(compile_vs_eager(5 if args.quick else 10))
     if not args.cpu_only and torch.cuda.is_available():
         result.update(gpu(args.quick))
     print(json.dumps(result))

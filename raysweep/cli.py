@@ -50,6 +50,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--estimator", default=None, help="ste | trust (default) | rbbm:A")
     p.add_argument("--backend", default="auto", choices=["auto", "triton", "torch"])
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--compile", nargs="?", const=True, default=None, metavar="MODE",
+                   help="torch.compile the model; MODE: true (alone), false, reduce-overhead")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training hyperparameter (repeatable), e.g. --set lr=1e-3")
     p.add_argument("--json", action="store_true", help="print the result row as JSON")
@@ -99,6 +101,12 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--share-family", action="append", default=[], metavar="FAM=TO",
                    help="fit family FAM on family TO's capacity curve (e.g. noise=int)")
+    p.add_argument("--predict", action="append", default=[], metavar="QUERY",
+                   help="predict a run: 'format=int4|int4,n=1e8,d=2e9' (repeatable) or a "
+                        "CSV; with --bootstrap, a 95%% prediction interval (docs/fit.md)")
+    p.add_argument("--capacity-L", default="auto", choices=["auto", "free", "fixed"],
+                   help="unified law: L of each family fixed at 1 unless it has 4+ GMSE "
+                        "levels incl. one above 6 bits (auto), or free / fixed for all")
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:

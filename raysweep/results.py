@@ -28,7 +28,15 @@ from raysweep.errors import TableError
 COLUMNS = ("run_id", "study", "format", "weights", "activations", "n_params", "n_layers",
            "d_model", "tokens", "tokens_per_param", "seed", "loss", "train_loss",
            "gmse_weights", "gmse_activations", "bits_weights", "bits_activations", "flops",
-           "wall_s", "status", "error")
+           "wall_s", "status", "error",
+           # warmup-stable-decay (docs/training.md): trunk_id "" and role "run" for plain
+           # runs; a role "trunk" row is at constant LR, not a run of its D (fits drop it)
+           "trunk_id", "branch_step", "cooldown", "schedule", "role")
+
+# A row's role (warmup-stable-decay, docs/training.md): "run" (a plain run, or a WSD run
+# from scratch), "branch" (a trunk's cooldown branch: a run of its D too) or "trunk" (its
+# loss is at constant LR, not a run of any D: it stays out of the results table).
+ROLES = ("run", "trunk", "branch")
 
 # Statuses of a finished run (recorded once, never re-run); anything else is a failure.
 DONE = ("ok", "diverged")
@@ -38,7 +46,7 @@ DONE = ("ok", "diverged")
 DENSE_SPECS = ("bf16", "none", "fp32", "fp16", "dense")
 
 # Keys that say where or how fast a trial runs, not what it computes: not hashed.
-_UNHASHED = ("run_id", "study", "size", "checkpoint_dir", "threads", "device")
+_UNHASHED = ("run_id", "study", "size", "checkpoint_dir", "threads", "device", "trunk_dir")
 _UNHASHED_SIM = ("sleep_s", "fail_prob")
 
 
@@ -128,11 +136,17 @@ def rows_frame(rows: list[dict]):
     return df
 
 
+def in_table(row: dict) -> bool:
+    """Whether a finished row belongs in the results table: every run of a D does; a WSD
+    trunk's row (its loss is at constant LR, no run of its D) stays in the registry."""
+    return row.get("role") != ROLES[1]
+
+
 def write_table(study_dir: str | Path, rows: list[dict]) -> None:
     """Write results.csv and results.parquet atomically (temp file + os.replace)."""
     d = Path(study_dir)
     d.mkdir(parents=True, exist_ok=True)
-    df = rows_frame(rows)
+    df = rows_frame([r for r in rows if in_table(r)])
     for name, writer in (("results.csv", lambda p: df.to_csv(p, index=False)),
                          ("results.parquet", lambda p: _parquet(df, p))):
         atomic_write(d / name, writer)

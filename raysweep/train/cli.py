@@ -33,6 +33,9 @@ def config_from_args(args) -> dict:
     for key in ("tokens", "tokens_per_param", "data", "estimator", "device"):
         if getattr(args, key, None) is not None:
             config[key] = getattr(args, key)
+    mode = getattr(args, "compile", None)
+    if mode is not None:  # --compile alone is True; true/false as words are the bools
+        config["compile"] = {"true": True, "false": False}.get(str(mode).lower(), mode)
     config.update(parse_set(args.set))
     return config
 

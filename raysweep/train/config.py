@@ -27,9 +27,14 @@ from raysweep.kernels import BACKENDS
 from raysweep.train.sizes import SIZE_FORMS, default_heads, default_lr, resolve_size
 
 DEFAULT_TOKENS_PER_PARAM = 20.0
+# learning-rate schedules (warmup-stable-decay: raysweep.train.wsd, docs/training.md)
+SCHEDULE_KINDS = ("cosine", "wsd")
+DECAYS = ("linear", "sqrt", "cosine")  # the WSD cooldown's shapes
+DEFAULT_COOLDOWN = 0.2
+DEFAULT_DECAY = "sqrt"  # 1 - sqrt: the best of Hägele et al. 2024's cooldown shapes
 ESTIMATOR_RE = re.compile(r"^(auto|ste|trust|mask|rbbm:(0(\.\d*)?|1(\.0*)?|\.\d+))$")
 
-# key -> (kind, default, allowed values in words). kind: int, float, str, bool, num.
+# key -> (kind, default, allowed values in words). kind: int, float, str, bool, num, compile.
 KEYS: dict[str, tuple[str, object, str]] = {
     "size": ("size", None, SIZE_FORMS),
     "n_layers": ("int", None, "an integer >= 1"),
@@ -56,11 +61,36 @@ KEYS: dict[str, tuple[str, object, str]] = {
     "threads": ("int", 1, "an integer >= 1"),
     "checkpoint_dir": ("str", None, "a directory path"),
     "checkpoint_every": ("int", None, "an integer >= 1 (default: eval_every)"),
-    "compile": ("bool", False, "true or false"),
+    "compile": ("compile", False, "true, false or reduce-overhead"),
     # labels: copied into the result row untouched
     "run_id": ("str", None, "a string label"),
     "study": ("str", None, "a string label"),
     "format": ("str", None, "a string label"),
+    # warmup-stable-decay (docs/training.md): left out of to_dict() while unset, so
+    # the run ids and checkpoints of cosine configs are what they were without them
+    "schedule": ("schedule", None, "a mapping {kind: cosine|wsd, warmup: F, "
+                 "warmup_tokens: T, cooldown: F, decay: linear|sqrt|cosine} "
+                 "(default: cosine, warm-up warmup_frac)"),
+    "branches": ("branches", None, "a list of token counts >= 1, each at most the run's "
+                 "tokens (a WSD trunk: needs schedule kind wsd and checkpoint_dir)"),
+    "trunk_dir": ("str", None, "the checkpoint_dir of the WSD trunk this run branches from"),
+    "trunk_id": ("str", None, "a string label: the run id of the trunk (hashed: a branch's id "
+                 "differs from its twin's from scratch)"),
+}
+
+# Keys of :data:`KEYS` that to_dict() leaves out while they are None (added after
+# run ids and checkpoint fingerprints were first hashed).
+OPTIONAL_KEYS = ("schedule", "branches", "trunk_dir", "trunk_id")
+
+# schedule sub-keys -> allowed values in words
+SCHEDULE_KEYS = {
+    "kind": ", ".join(SCHEDULE_KINDS) + " (default cosine)",
+    "warmup": "a number in [0, 1): the warm-up's fraction of the run's steps (= warmup_frac)",
+    "warmup_tokens": "an integer >= 0: the warm-up in tokens, whatever D is (kind wsd; "
+                     "exclusive with warmup)",
+    "cooldown": f"a number in [0, 1): the decay's fraction of the run's steps (kind wsd; "
+                f"default {DEFAULT_COOLDOWN})",
+    "decay": ", ".join(DECAYS) + f" (kind wsd; default {DEFAULT_DECAY})",
 }
 
 
@@ -78,6 +108,10 @@ def _coerce(key: str, value):
     kind = KEYS[key][0]
     if value is None:
         return None
+    if kind == "compile":  # true / false stay bools (run ids unchanged), or the one mode
+        if isinstance(value, bool) or value == "reduce-overhead":
+            return value
+        raise _bad(key, value)
     if kind == "bool":
         if not isinstance(value, bool):
             raise _bad(key, value)
@@ -100,9 +134,106 @@ def _coerce(key: str, value):
         if not isinstance(value, (str, int)):
             raise _bad(key, value)
         return str(value)
+    if kind == "schedule":
+        if not isinstance(value, dict):
+            raise _bad(key, value, "not a mapping")
+        return dict(value)
+    if kind == "branches":
+        return _coerce_branches(value)
     if not isinstance(value, str):
         raise _bad(key, value)
     return value
+
+
+def _coerce_branches(value) -> tuple[int, ...]:
+    """A trunk's branch token counts: a list of integers >= 1, sorted, duplicates dropped."""
+    if not isinstance(value, (list, tuple)):
+        raise _bad("branches", value, "not a list")
+    out = set()
+    for v in value:
+        n = as_number(v)
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n) \
+                or not float(n).is_integer() or n < 1 or n > LIMITS["tokens"]:
+            raise _bad("branches", value, f"item {v!r} is not a token count")
+        out.add(int(n))
+    return tuple(sorted(out))
+
+
+def _sched_bad(sub: str, value, problem: str = "") -> RaysweepError:
+    return bad_value(f"config key 'schedule.{sub}'", value, problem, SCHEDULE_KEYS[sub])
+
+
+def _fraction(sub: str, value) -> float:
+    """A schedule fraction in [0, 1) (YAML strings such as '0.2' accepted)."""
+    v = as_number(value)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+            or not 0.0 <= v < 1.0:
+        raise _sched_bad(sub, value)
+    return float(v)
+
+
+def _resolve_schedule(c: dict, raw: dict) -> None:
+    """Validate ``schedule`` (and the WSD keys that need it) in place.
+
+    A cosine schedule resolves to ``None`` (so cosine configs hash as they did),
+    its ``warmup`` written into ``warmup_frac``; a WSD one to ``{kind, cooldown,
+    decay}`` plus ``warmup_tokens`` when given (the warm-up fraction, if any,
+    lives in ``warmup_frac``).
+    """
+    s = c["schedule"]
+    if s is not None:
+        unknown = sorted(k for k in s if k not in SCHEDULE_KEYS)
+        if unknown:
+            raise RaysweepError(f"config key 'schedule.{unknown[0]}': unknown; allowed keys: "
+                                f"{', '.join(SCHEDULE_KEYS)}")
+        kind = s.get("kind", "cosine")
+        if kind not in SCHEDULE_KINDS:
+            raise _sched_bad("kind", kind)
+        if s.get("warmup") is not None:
+            w = _fraction("warmup", s["warmup"])
+            if raw.get("warmup_frac") is not None and c["warmup_frac"] != w:
+                raise _sched_bad("warmup", s["warmup"], f"differs from warmup_frac="
+                                 f"{c['warmup_frac']:g} (give the warm-up once)")
+            c["warmup_frac"] = w
+        if kind == "cosine":
+            extra = [k for k in ("warmup_tokens", "cooldown", "decay") if s.get(k) is not None]
+            if extra:
+                raise _sched_bad(extra[0], s[extra[0]], "only with schedule kind wsd")
+            s = None
+        else:
+            out = {"kind": "wsd",
+                   "cooldown": _fraction("cooldown", s.get("cooldown", DEFAULT_COOLDOWN)),
+                   "decay": s.get("decay", DEFAULT_DECAY)}
+            if out["decay"] not in DECAYS:
+                raise _sched_bad("decay", out["decay"])
+            if s.get("warmup_tokens") is not None:
+                if s.get("warmup") is not None:
+                    raise _sched_bad("warmup_tokens", s["warmup_tokens"],
+                                     "give warmup or warmup_tokens, not both")
+                t = as_number(s["warmup_tokens"])
+                if isinstance(t, bool) or not isinstance(t, (int, float)) \
+                        or not math.isfinite(t) or not float(t).is_integer() or t < 0 \
+                        or t > LIMITS["tokens"]:
+                    raise _sched_bad("warmup_tokens", s["warmup_tokens"])
+                out["warmup_tokens"] = int(t)
+            elif c["warmup_frac"] + out["cooldown"] >= 1.0:
+                raise _sched_bad("cooldown", out["cooldown"], f"warm-up ({c['warmup_frac']:g})"
+                                 " + cooldown must be < 1")
+            s = out
+        c["schedule"] = s
+    wsd = s is not None
+    if c["branches"] is not None:
+        if not wsd:
+            raise _bad("branches", list(c["branches"]), "only with schedule kind wsd")
+        if c["trunk_dir"] is not None or c["trunk_id"] is not None:
+            raise _bad("branches", list(c["branches"]), "a run is a trunk (branches) or a "
+                       "branch (trunk_dir, trunk_id), not both")
+        if c["tokens"] is not None and c["branches"][-1] > c["tokens"]:
+            raise _bad("branches", list(c["branches"]), f"more than the trunk's tokens "
+                       f"({c['tokens']})")
+    for key in ("trunk_dir", "trunk_id"):
+        if c[key] is not None and not wsd:
+            raise _bad(key, c[key], "only with schedule kind wsd")
 
 
 # Upper limits far beyond any run (the paper's largest trains ~1e11 tokens at batch 256 x 2048).
@@ -175,6 +306,7 @@ def _resolve_dict(config: dict, vocab: int) -> dict:
         c["tokens_per_param"] = DEFAULT_TOKENS_PER_PARAM
     _resolve_shape(c, vocab)
     _check_ranges(c)
+    _resolve_schedule(c, config)
     if c["lr"] is None:
         c["lr"] = default_lr(c["size"], c["d_model"])
     return c
@@ -214,10 +346,14 @@ class TrainConfig:
     threads: int
     checkpoint_dir: str | None
     checkpoint_every: int | None
-    compile: bool
+    compile: bool | str
     run_id: str | None
     study: str | None
     format: str | None
+    schedule: dict | None = None  # None: cosine; else {kind: wsd, cooldown, decay[, warmup_tokens]}
+    branches: tuple[int, ...] | None = None
+    trunk_dir: str | None = None
+    trunk_id: str | None = None
 
     @classmethod
     def resolve(cls, config: dict | TrainConfig, vocab: int = 256) -> TrainConfig:
@@ -227,8 +363,20 @@ class TrainConfig:
         return cls(**_resolve_dict(config, vocab))
 
     def to_dict(self) -> dict:
-        """Every key, in :data:`KEYS` order: the dict :func:`resolve_config` returns."""
-        return {k: getattr(self, k) for k in KEYS}
+        """Every key in :data:`KEYS` order (:data:`OPTIONAL_KEYS` only when set).
+
+        The dict :func:`resolve_config` returns; a ``schedule`` is a fresh copy.
+        """
+        out = {k: getattr(self, k) for k in KEYS
+               if k not in OPTIONAL_KEYS or getattr(self, k) is not None}
+        if out.get("schedule") is not None:
+            out["schedule"] = dict(out["schedule"])
+        return out
+
+    @property
+    def wsd(self) -> bool:
+        """Whether the schedule is warmup-stable-decay (else cosine)."""
+        return self.schedule is not None
 
 
 if tuple(f.name for f in dataclasses.fields(TrainConfig)) != tuple(KEYS):  # pragma: no cover

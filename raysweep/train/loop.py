@@ -12,7 +12,9 @@ tiny-model defaults):
    linear map too); none on the embedding and the norm gains.
 2. Peak LR from :func:`raysweep.train.sizes.default_lr` (paper table for presets,
    ``3e-3 * sqrt(128 / d_model)`` for tiny sizes) unless ``lr`` is given;
-   linear warm-up over ``warmup_frac`` (10%) of the steps, then cosine to peak / 10.
+   linear warm-up over ``warmup_frac`` (10%) of the steps, then cosine to peak / 10;
+   or warmup-stable-decay (``schedule: {kind: wsd}``, trunks and cooldown branches:
+   :mod:`raysweep.train.wsd`).
 3. Gradient clipping at global norm 1.0; bf16 autocast on CUDA, fp32 on CPU.
 4. D = ``tokens`` or ``tokens_per_param * N`` (default 20 tokens per
    parameter), trained as ``ceil(D / (batch_size * seq_len))`` steps; the row's
@@ -54,19 +56,24 @@ from typing import Any
 
 from raysweep.atomic import atomic_write
 from raysweep.errors import RaysweepError
-from raysweep.results import run_flops
+from raysweep.results import run_flops, run_id
 from raysweep.train.config import TrainConfig
+from raysweep.train.wsd import branch_checkpoint, branch_step, wsd_lr
 
 ROW_KEYS = ("n_params", "n_layers", "d_model", "tokens", "tokens_per_param", "seed", "weights",
             "activations", "loss", "train_loss", "gmse_weights", "gmse_activations",
             "bits_weights", "bits_activations", "flops", "wall_s", "tokens_per_s", "status",
-            "error", "data_hash")
+            "error", "data_hash", "trunk_id", "branch_step", "cooldown", "schedule", "role")
 
+COMPILE_WARMUP_STEPS = 3  # steps of a compiled run left out of its tokens/s
 FINAL_EVAL_BATCH = 8  # windows per final-eval batch (independent of batch_size)
 
 # config keys a checkpoint may differ in and still be resumed (where and how often)
 _UNFINGERPRINTED = frozenset({"checkpoint_dir", "checkpoint_every", "threads", "device",
-                              "run_id", "study", "format", "eval_every", "eval_batches"})
+                              "run_id", "study", "format", "eval_every", "eval_batches",
+                              "trunk_dir", "trunk_id"})
+# ... and the keys a trunk's branch-point checkpoint may differ in from its branches
+_BRANCH_FREE = frozenset({"tokens", "tokens_per_param", "branches"})
 
 __all__ = ["ROW_KEYS", "TrainConfig", "train"]
 
@@ -131,6 +138,15 @@ def _fingerprint(cfg: TrainConfig, reps: Reps) -> dict:
     return fp
 
 
+def _branch_fingerprint(cfg: TrainConfig, reps: Reps) -> dict:
+    """What a branch and its trunk share: :func:`_fingerprint` less D and the branch list."""
+    return {k: v for k, v in _fingerprint(cfg, reps).items() if k not in _BRANCH_FREE}
+
+
+def _differing(a: dict, b: dict) -> str:
+    return ", ".join(sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)))
+
+
 def _save(path: str, state: dict) -> None:
     import torch
 
@@ -189,21 +205,69 @@ def evaluate(model, batches, device, autocast) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """The step budget of a run: D tokens as steps, warm-up, eval and checkpoint period."""
+    """The step budget of a run: D tokens as steps, warm-up, eval and checkpoint period.
+
+    WSD (:mod:`raysweep.train.wsd`): ``decay_start`` is the step where the
+    cooldown starts (the branch point); a trunk trains ``steps = decay_start``
+    steps of its D at constant LR and saves a checkpoint at each of its
+    ``branch_points``; a branch starts at ``decay_start`` from its trunk's.
+    """
 
     n_params: int
     steps: int
     warmup: int
     eval_every: int
     ckpt_every: int
+    decay_start: int | None = None  # WSD only
+    decay: str = ""
+    branch_points: tuple[int, ...] = ()  # a trunk's
+    role: str = "run"
 
     @classmethod
     def of(cls, cfg: TrainConfig, n_params: int) -> Plan:
+        tps = cfg.batch_size * cfg.seq_len
         tokens_target = cfg.tokens or int(round(cfg.tokens_per_param * n_params))
-        steps = max(1, math.ceil(tokens_target / (cfg.batch_size * cfg.seq_len)))
+        steps = max(1, math.ceil(tokens_target / tps))
+        if not cfg.wsd:
+            eval_every = cfg.eval_every or max(1, steps // 10)
+            return cls(n_params, steps, int(cfg.warmup_frac * steps), eval_every,
+                       cfg.checkpoint_every or eval_every)
+        sched = cfg.schedule
+        start = branch_step(steps, sched["cooldown"])
+        if "warmup_tokens" in sched:
+            warmup = sched["warmup_tokens"] // tps
+        else:
+            warmup = int(cfg.warmup_frac * steps)
+        role, points = ("branch" if cfg.trunk_dir or cfg.trunk_id else "run"), ()
+        if cfg.branches is not None:
+            if cfg.checkpoint_dir is None:  # checked here: a trunk is priced without one
+                raise RaysweepError(f"config key 'branches': got {list(cfg.branches)}: a trunk "
+                                    "needs checkpoint_dir (where its branch-point checkpoints "
+                                    "go); allowed: branches with checkpoint_dir")
+            if cfg.branches[-1] > tokens_target:
+                raise RaysweepError(f"config key 'branches': got {list(cfg.branches)}: more "
+                                    f"than the trunk's {tokens_target} tokens; allowed: "
+                                    f"token counts <= {tokens_target}")
+            points = tuple(sorted({branch_step(max(1, math.ceil(d / tps)), sched["cooldown"])
+                                   for d in cfg.branches} | {start}))
+            if start < 1:
+                raise RaysweepError(f"config key 'schedule.cooldown': a trunk of {steps} steps "
+                                    "has no constant-LR phase; allowed: a cooldown leaving "
+                                    "at least one step")
+            role, steps = "trunk", start
+        if warmup > min(points or (start,)):
+            raise RaysweepError(f"config key 'schedule.warmup_tokens': the warm-up ({warmup} "
+                                f"steps) outlasts the constant phase (the cooldown starts at "
+                                f"step {min(points or (start,))}); allowed: a shorter warm-up")
         eval_every = cfg.eval_every or max(1, steps // 10)
-        return cls(n_params, steps, int(cfg.warmup_frac * steps), eval_every,
-                   cfg.checkpoint_every or eval_every)
+        return cls(n_params, steps, warmup, eval_every, cfg.checkpoint_every or eval_every,
+                   start, sched["decay"], points, role)
+
+    def lr(self, step: int, peak: float) -> float:
+        """The scheduled LR of 0-based ``step``: :func:`lr_at` (cosine) or :func:`wsd_lr`."""
+        if self.decay_start is None:
+            return lr_at(step, self.steps, peak, self.warmup)
+        return wsd_lr(step, peak, self.warmup, self.decay_start, self.steps, self.decay)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,7 +322,9 @@ class _Progress:
     train_time: float = 0.0  # seconds in training steps (not evals), this call
     t_mark: float = 0.0  # train_time at the last report
     tok_mark: int = 0  # step at the last report
-    step0: int = 0  # step this call started from
+    step0: int = 0  # step this call started from (after a compiled model's warm-up)
+    sync_pending: bool = False  # a branch starts on a step its twin from scratch synced at
+    trunk_id: str | None = None  # a branch's trunk (from the trunk's checkpoint)
 
 
 # --------------------------------------------------------------------------- phases
@@ -283,7 +349,9 @@ def _build(run: _Run) -> _Run:
 
     cfg = run.cfg
     model = build_model(cfg, run.corpus.vocab, run.device, dense=run.reps.dense)
-    fwd = torch.compile(model) if cfg.compile else model
+    # compile: True (inductor's default mode) or "reduce-overhead" (CUDA graphs on a GPU)
+    fwd = (torch.compile(model, mode=cfg.compile if isinstance(cfg.compile, str) else None)
+           if cfg.compile else model)
     plan = Plan.of(cfg, model.param_counts()["non_embedding"])
     opt = torch.optim.AdamW(optimizer_groups(model, cfg.weight_decay), lr=cfg.lr,
                             betas=(0.9, 0.95), eps=1e-8, fused=run.cuda or None)
@@ -297,22 +365,81 @@ def _restore(run: _Run) -> _Progress:
     p = _Progress(loss_sum=torch.zeros((), device=run.device))
     state = _load_checkpoint(run.ckpt) if run.ckpt and os.path.exists(run.ckpt) else None
     if state is None:
-        return p
+        return _restore_branch(run, p) if run.plan.role == "branch" else p
     mine, theirs = _fingerprint(run.cfg, run.reps), state.get("fingerprint")
     if theirs != mine:
-        diff = sorted(k for k in set(state.get("fingerprint", {})) | set(mine)
-                      if state.get("fingerprint", {}).get(k) != mine.get(k))
         raise RaysweepError(f"checkpoint_dir: {run.ckpt} was written by a different config "
-                            f"(keys differ: {', '.join(diff)}); use a fresh checkpoint_dir")
+                            f"(keys differ: {_differing(theirs or {}, mine)}); use a fresh "
+                            "checkpoint_dir")
+    _load_state(run, p, state)
+    p.prev_wall = state["wall_s"]
+    return p
+
+
+def _load_state(run: _Run, p: _Progress, state: dict) -> None:
+    """Model, optimizer, RNG, step and loss accumulators of a checkpoint into the run."""
+    import torch
+
     run.model.load_state_dict(state["model"])
     run.opt.load_state_dict(state["optim"])
     torch.set_rng_state(state["rng_cpu"])
     if run.cuda and state.get("rng_cuda") is not None:
         torch.cuda.set_rng_state(state["rng_cuda"])
-    p.step, p.prev_wall = state["step"], state["wall_s"]
+    p.step = state["step"]
     p.loss_sum.copy_(state["loss_sum"].to(run.device))
     p.loss_n, p.last_train = state["loss_n"], state["last_train"]
     p.tok_mark = p.step0 = p.step
+    p.trunk_id = state.get("trunk_id")
+
+
+def _restore_branch(run: _Run, p: _Progress) -> _Progress:
+    """A branch's start: its trunk's checkpoint at the branch point (an error if missing).
+
+    The trunk saved it right after the branch point's step, before any sync of
+    its own; if the branch's twin from scratch syncs at that step, the branch
+    does too (``sync_pending``), so the two stay bit-identical. The branch's
+    ``wall_s`` counts its own time only.
+    """
+    import torch
+
+    cfg, start = run.cfg, run.plan.decay_start
+    if start == 0:  # no constant-LR phase: the branch is its own run from scratch
+        return p
+    if cfg.trunk_dir is None:
+        raise RaysweepError(f"config key 'trunk_dir': missing; a branch (trunk_id "
+                            f"{cfg.trunk_id!r}) resumes its trunk's checkpoint at step {start}; "
+                            "allowed: the trunk's checkpoint_dir")
+    path = branch_checkpoint(cfg.trunk_dir, start)
+    if not os.path.exists(path):
+        raise RaysweepError(f"config key 'trunk_dir': no trunk checkpoint at this branch's "
+                            f"branch point (step {start}): {path} does not exist (the trunk "
+                            f"has not reached it yet, diverged before, or trains other "
+                            f"branches); allowed: "
+                            f"the checkpoint_dir of a WSD trunk whose branches include "
+                            f"{cfg.tokens or 'these'} tokens")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        missing = [k for k in (*CHECKPOINT_KEYS, "branch_fingerprint", "warmup") if k not in state]
+        if missing:
+            raise ValueError(f"missing {missing}")
+    except Exception as exc:  # noqa: BLE001 - zip, pickle, EOF and our own errors alike
+        why = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise RaysweepError(f"config key 'trunk_dir': trunk checkpoint {path} could not be "
+                            f"loaded ({type(exc).__name__}: {why}); allowed: a trunk "
+                            "checkpoint_dir written by raysweep") from None
+    mine = _branch_fingerprint(cfg, run.reps)
+    if state["branch_fingerprint"] != mine:
+        raise RaysweepError(f"config key 'trunk_dir': {path} was written by a trunk of a "
+                            f"different config (keys differ: "
+                            f"{_differing(state['branch_fingerprint'], mine)}); allowed: the "
+                            "trunk of this run's config")
+    if state["warmup"] != run.plan.warmup or state["step"] != start:
+        raise RaysweepError(f"config key 'schedule.warmup_tokens': the trunk warmed up over "
+                            f"{state['warmup']} steps, this branch would over "
+                            f"{run.plan.warmup}; allowed: the trunk's warm-up (give "
+                            "schedule.warmup_tokens, as raysweep.train.wsd.wsd_configs does)")
+    _load_state(run, p, state)
+    p.sync_pending = not (start % run.plan.eval_every and start % run.plan.ckpt_every)
     return p
 
 
@@ -366,7 +493,7 @@ def _train_step(run: _Run, p: _Progress, next_batch: Callable) -> None:
 
     cfg, opt = run.cfg, run.opt
     for g in opt.param_groups:
-        g["lr"] = lr_at(p.step, run.plan.steps, cfg.lr, run.plan.warmup)
+        g["lr"] = run.plan.lr(p.step, cfg.lr)
     x, y = next_batch(p.step)
     with run.autocast():
         loss = run.fwd(x, y)
@@ -389,25 +516,48 @@ def _step_loop(run: _Run, p: _Progress, report: Callable[[dict], None] | None) -
                 for x, y in val_batches(run.corpus, cfg.eval_batches, cfg.batch_size,
                                         cfg.seq_len)]
     next_batch = _batch_source(run)
+    if p.sync_pending:  # a branch, on the branch point's sync
+        p.sync_pending = False
+        if not _at_sync(run, p, val_eval, report):
+            return
+    # a compiled model's first steps compile (and record CUDA graphs): not throughput
+    warm = COMPILE_WARMUP_STEPS if cfg.compile and plan.steps - p.step > 2 * COMPILE_WARMUP_STEPS \
+        else 0
     while p.step < plan.steps:
         t0 = time.perf_counter()
         _train_step(run, p, next_batch)
-        p.train_time += time.perf_counter() - t0
-        if p.step % plan.eval_every and p.step % plan.ckpt_every and p.step != plan.steps:
+        if warm:
+            warm -= 1
+            p.step0 = p.tok_mark = p.step
+        else:
+            p.train_time += time.perf_counter() - t0
+        if p.step % plan.eval_every and p.step % plan.ckpt_every and p.step != plan.steps \
+                and p.step not in plan.branch_points:
             continue
         if not _at_sync(run, p, val_eval, report):
             break
 
 
 def _at_sync(run: _Run, p: _Progress, val_eval: list, report) -> bool:
-    """An eval / checkpoint step: read the training loss (stop if non-finite), save, report."""
+    """An eval / checkpoint / branch-point step: read the training loss (stop if
+    non-finite), save, report.
+
+    A trunk's branch-point checkpoint is saved first, with the loss accumulators
+    as they are (a branch's twin from scratch need not sync at that step).
+    """
     plan, step = run.plan, p.step
-    p.last_train = float(p.loss_sum) / max(1, p.loss_n)  # one sync per eval / checkpoint
-    if not math.isfinite(p.last_train):
+    mean = float(p.loss_sum) / max(1, p.loss_n)  # one sync per eval / checkpoint
+    if not math.isfinite(mean):
+        p.last_train = mean
         p.status = "diverged"
         p.error = (f"non-finite training loss by step {step} of {plan.steps} "
                    f"(lr={run.cfg.lr:.3g}); stopped")
         return False
+    if step in plan.branch_points:
+        _save_state(run, p, branch_checkpoint(run.cfg.checkpoint_dir, step))
+    if step % plan.eval_every and step % plan.ckpt_every and step != plan.steps:
+        return True  # a branch point only
+    p.last_train = mean
     p.loss_sum.zero_()
     p.loss_n = 0
     if run.ckpt and (step % plan.ckpt_every == 0 or step == plan.steps):
@@ -421,15 +571,35 @@ def _at_sync(run: _Run, p: _Progress, val_eval: list, report) -> bool:
     return True
 
 
-def _save_state(run: _Run, p: _Progress) -> None:
+def _save_state(run: _Run, p: _Progress, path: str | None = None) -> None:
+    """The resume checkpoint (``state.pt``), or a trunk's branch-point one at ``path``.
+
+    Both hold :data:`CHECKPOINT_KEYS` (and ``rng_cuda``); a WSD run's also its
+    trunk's id, the branch fingerprint and the warm-up steps a branch checks.
+    """
     import torch
 
-    _save(run.ckpt, {"fingerprint": _fingerprint(run.cfg, run.reps), "step": p.step,
-                     "model": run.model.state_dict(), "optim": run.opt.state_dict(),
-                     "rng_cpu": torch.get_rng_state(),
-                     "rng_cuda": torch.cuda.get_rng_state() if run.cuda else None,
-                     "loss_sum": p.loss_sum, "loss_n": p.loss_n, "last_train": p.last_train,
-                     "wall_s": run.wall_s(p.prev_wall)})
+    state = {"fingerprint": _fingerprint(run.cfg, run.reps), "step": p.step,
+             "model": run.model.state_dict(), "optim": run.opt.state_dict(),
+             "rng_cpu": torch.get_rng_state(),
+             "rng_cuda": torch.cuda.get_rng_state() if run.cuda else None,
+             "loss_sum": p.loss_sum, "loss_n": p.loss_n, "last_train": p.last_train,
+             "wall_s": run.wall_s(p.prev_wall)}
+    if run.cfg.wsd:
+        state.update(trunk_id=_trunk_id(run, p), warmup=run.plan.warmup,
+                     branch_fingerprint=_branch_fingerprint(run.cfg, run.reps))
+    _save(path or run.ckpt, state)
+
+
+def _trunk_id(run: _Run, p: _Progress) -> str:
+    """The trunk's run id: a trunk's own (its label, else the hash of its config), a
+    branch's from its config or its trunk's checkpoint, "" for other runs."""
+    cfg = run.cfg
+    if run.plan.role == "trunk":
+        return cfg.run_id or run_id(cfg.to_dict())
+    if run.plan.role == "branch":
+        return cfg.trunk_id or p.trunk_id or ""
+    return ""
 
 
 def _final_eval(run: _Run, p: _Progress) -> float:
@@ -470,11 +640,20 @@ def _result_row(run: _Run, p: _Progress, loss: float) -> dict:
         "wall_s": run.wall_s(p.prev_wall),
         "tokens_per_s": (p.step - p.step0) * run.tokens_per_step / max(1e-9, p.train_time),
         "status": p.status, "error": p.error, "data_hash": run.corpus.hash,
+        # WSD (raysweep.train.wsd); a trunk's row is at constant LR: role "trunk"
+        "trunk_id": _trunk_id(run, p),
+        "branch_step": run.plan.decay_start if run.plan.role == "branch" else None,
+        "cooldown": cfg.schedule["cooldown"] if cfg.wsd else None,
+        "schedule": "wsd" if cfg.wsd else "cosine", "role": run.plan.role,
         # extras (not part of the contract, handy in tables)
         "n_heads": cfg.n_heads, "size": cfg.size, "data": cfg.data, "steps": p.step,
         "steps_planned": run.plan.steps, "tokens_per_param_target": cfg.tokens_per_param,
         "lr": cfg.lr, "batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
         "device": str(run.device), "estimator": cfg.estimator, "backend": cfg.backend,
+        # what this run trained itself: a branch only its cooldown (flops: a run of its D)
+        "flops_own": run_flops(n_params, (p.step - (run.plan.decay_start or 0)
+                                          if run.plan.role == "branch" else p.step)
+                               * run.tokens_per_step),
     }
     for k in ("run_id", "study", "format"):
         if getattr(cfg, k) is not None:
