@@ -1,54 +1,53 @@
-"""Benchmark of active search: FLOPs spent vs error at the largest scale.
+"""Benchmark of active search on held-out targets beyond the pool (issue 16).
 
-Ground truth is simulated in-process (no Ray, no Optuna): several laws
-``L = A (N rho_f)^-alpha + B D^-beta + E`` with known capacities, observed
-with multiplicative log-normal noise at two levels, five seeds each. Every
-strategy is scored by the *held-out* error of its fitted law against the
-noise-free truth:
+Every case is a *pool* of runs the search may buy and *targets* it may not:
+the targets are always held out and lie beyond the pool, so every strategy,
+the whole pool included, extrapolates to them.
 
-- ``target_rmse``: RMSE over representations of the predicted loss at the
-  grid's largest (N, D) (loss units);
-- ``rho_mae``: mean absolute error of rho over the non-dense representations;
-- ``design_rmse``: the *expected* target RMSE of the runs a strategy chose,
-  linearized at the true law (:func:`linearized_mse`), averaged over seeds: it
-  scores the choice of runs without the seed noise of ``target_rmse``, whose
-  error at the targets is mostly one common shift of the dense extrapolation
-  (a median over 5 seeds of that cannot tell two designs 20% apart).
+Cases (default run):
 
-Strategies, all fitted with the same surrogate (the decoupled law of
-raysweep.active.surrogate, point fit) so only the choice of runs differs:
+- ``chinchilla``: Epoch AI's Chinchilla table; pool: the runs under 1e21 FLOPs,
+  targets: the runs at or above;
+- ``farseer``: Farseer's runs as packaged by "Spend Less, Fit Better"
+  (farseer_train.csv the pool, farseer_test.csv the targets, 6ND per run);
+- ``ref:<name>``: every committed reference study under data/reference/
+  (results.csv), the largest N held out;
+- ``sim:<truth>``: simulated 6-format grids with misspecification: rho drifting
+  with N, an excess loss at small N, noise growing at small N, noise shared by
+  the formats of one seed (``sim:clean`` has none of it).
 
-- ``active``: raysweep.active.acquisition (initial design, then acquisition; batch 4)
-  with the default target, the loss of every representation at the largest
-  (N, D);
-- ``active_rho``: the same search with ``target: rho`` (the acquisition scores
-  the capacities of the non-dense representations instead);
-- ``random``: the same initial design, then the rest of the pool in random order;
-- ``cheapest``: the same initial design, then the rest by increasing 6 N D;
-- ``full``: the whole grid.
+Budgets are fractions of the pool's FLOPs (6 N D summed). Strategies (all start
+from the search's initial design except ``pool``):
 
-Budgets are fractions of the full grid's FLOPs, up to 1 (the searches run
-until the whole pool is spent, so every case has a measured fraction); a
-search is compared with random only at budgets where it has a fit (its initial
-design goes out in batches too). Per case (law, noise), the error curves are
-medians over seeds; ``fraction_to_match`` is the first budget at which a
-search's median error is within 10% of the full grid's median error.
-``median_fraction_to_match_full_grid`` is the median of that over cases, for
-the default search and the loss at the largest scale; ``..._rho`` the same for
-the rho error; ``searches.active_rho`` holds the same figures for the
-``target: rho`` search.
-``oracle_fraction_to_match`` is the yardstick for it: the FLOPs a greedy
-design that knows the true law needs to match, linearized (see its function).
+- ``active``: raysweep.active (``design: plan``, batch 4 as a study), run to each budget;
+- ``random``: the rest of the pool in random order (a seed per order);
+- ``cheapest``: the rest by increasing 6 N D;
+- ``vopt``: one relaxed V-optimal design solved once, at the fit on the initial
+  design, for the whole budget, rounded by weight (no adaptation);
+- ``oracle``: greedy on the linearized target variance at the *true* law
+  (simulation) or at the fit on pool plus targets (replays), by gain per
+  (6 N D)^c with c in {0, 0.5, 1}, best kept: a strategy that knows the truth;
+- ``pool``: the whole pool (budget 1.0).
 
-With ``--holdout`` the target runs are left out of every pool (the full grid is
-the rest), so every strategy, the full grid included, extrapolates to them.
+Every strategy's runs are scored by ``raysweep fit``'s fitter
+(:func:`raysweep.fit.fit_table`, the chinchilla law on dense tables, the
+decoupled law otherwise): ``rmse_log`` (RMSE of log-loss at the targets; the
+primary metric), ``r2`` (of the loss at the targets) and, in simulation,
+``rho_err`` (largest absolute error of rho against the true rho at the targets'
+N, which drifts with N in ``sim:misspecified``) and ``regret``:
+sqrt(V(S) / V*), V(S) the linearized mean target variance of the chosen runs at
+the truth, V* the certified lower bound of the relaxed budgeted design
+(:func:`raysweep.active.planner.relaxed_design`), below every design of the
+budget. Medians over seeds with 95% bootstrap intervals; ``vs_random``: the
+paired median of (strategy - random) with its interval.
 
-``--covariance laplace|mixed`` runs the default search with a tried alternative
-acquisition covariance (see :class:`LaplaceDesign`, :class:`MixedDesign`; no
-``active_rho`` then).
+Cost on 2 shared cores (2026-12-02): ``--quick`` 15-25 s; a replay at two
+budgets and 20 seeds 2.5-3.5 min; the default run (every case, 7 budgets, 20
+seeds) far longer than a few minutes (Chinchilla alone 8 min, a simulated case
+about 1 min per seed), so pass ``--cases``/``--budgets``/``--seeds`` to size it.
 
-Usage: python bench/active.py [--seeds 5] [--replay TABLE.csv | --no-replay] [--quick]
-       [--holdout] [--covariance ensemble|laplace|mixed]
+Usage: python bench/active.py [--replay POOL.csv --targets TARGETS.csv]
+       [--budgets 0.05,0.1] [--seeds K] [--quick] [--cases chinchilla,farseer,...]
 The last line of output is one JSON object.
 """
 
@@ -57,398 +56,515 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from raysweep.active.acquisition import ActiveDesign, run_in_process
-from raysweep.fit.laws import tanh_capacity
+from raysweep.active.planner import PRIOR_SD, PRIOR_SD_CAP, relaxed_design, round_plan
+from raysweep.errors import FitError
+from raysweep.fit import fit_table
+from raysweep.results import row_is_dense
 
-# GMSE reference values (Panferov et al. 2025): int4, int3, int2, sparse50.
-G = {"int4": 0.011543, "int3": 0.03744, "int2": 0.11885, "sparse50": 0.0713}
-LAWS = {
-    "chinchilla_unified": dict(
-        A=482.01, alpha=0.3478, B=2085.43, beta=0.3658, E=1.82,
-        rho={"dense": 1.0, "w4": tanh_capacity(G["int4"]), "w3": tanh_capacity(G["int3"]),
-             "w2": tanh_capacity(G["int2"]), "w4a4": tanh_capacity(G["int4"]) ** 2,
-             "s50": tanh_capacity(G["sparse50"])}),
-    "shallow_alpha": dict(
-        A=60.0, alpha=0.2, B=400.0, beta=0.3, E=2.0,
-        rho={"dense": 1.0, "w4": 0.9, "w3": 0.75, "w2": 0.45, "w4a4": 0.8, "s50": 0.65}),
-    "steep_low_rho": dict(
-        A=900.0, alpha=0.4, B=1500.0, beta=0.35, E=1.6,
-        rho={"dense": 1.0, "w4": 0.8, "w3": 0.55, "w2": 0.25, "w4a4": 0.6, "s50": 0.5}),
-}
-SIZES = (2e7, 4e7, 8e7, 1.6e8, 3.2e8)
-TPP = (25, 50, 100)
-NOISES = (0.003, 0.01)
-BUDGETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+BUDGETS = ("0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1.0")
+BATCH = 4
+ORACLE_EXPONENTS = (0.0, 0.5, 1.0)
+ACTIVE_KW: dict = {}  # extra ActiveDesign options of the active and vopt strategies
 
 
-def make_pool(law: dict) -> list[dict]:
-    return [{"run_id": f"{f}-{n:g}-{r}", "format": f,
-             "weights": "bf16" if f == "dense" else f, "activations": "bf16",
-             "n_params": n, "tokens": r * n, "seed": 0}
-            for f in law["rho"] for n in SIZES for r in TPP]
+# ----------------------------------------------------------------- tables
+
+def load_table(path: str | Path) -> pd.DataFrame:
+    """A table in the results schema, or dense N, D, loss columns (Farseer's ``N``/``D``;
+    Chinchilla's ``training_flop``, D = FLOPs / 6N)."""
+    df = pd.read_csv(path)
+    df = df.rename(columns={"N": "n_params", "D": "tokens"})
+    if "tokens" not in df.columns and "training_flop" in df.columns:
+        df["tokens"] = df["training_flop"] / (6 * df["n_params"])
+    missing = {"n_params", "tokens", "loss"} - set(df.columns)
+    if missing:
+        raise SystemExit(f"{path}: missing column(s) {sorted(missing)}; need n_params (or N), "
+                         "tokens (or D, or training_flop) and loss")
+    if "status" in df.columns:
+        df = df[df["status"].fillna("ok") == "ok"]
+    df = df[np.isfinite(df["loss"]) & (df["loss"] > 0)].reset_index(drop=True)
+    return df
 
 
-def true_loss(law, fmt, n, d):
-    return law["A"] * (n * law["rho"][fmt]) ** -law["alpha"] + law["B"] * d ** -law["beta"] \
-        + law["E"]
+def rows_of(df: pd.DataFrame) -> list[dict]:
+    keep = [c for c in ("n_params", "tokens", "format", "weights", "activations")
+            if c in df.columns]
+    rows = []
+    for i, r in enumerate(df[keep].to_dict("records")):
+        r["run_id"] = f"r{i}"
+        if "weights" in r:
+            r.setdefault("activations", "bf16")
+        rows.append(r)
+    return rows
 
 
-def score(design, observed, truth_targets, truth_rho) -> dict:
-    """Held-out errors of the point fit on ``observed`` (targets with no truth: NaN,
-    left out)."""
-    post = design.posterior(observed, k=0)
-    pred = post.central[design.pool.target_rows]
-    err = {"target_rmse": float(np.sqrt(np.nanmean((pred - truth_targets) ** 2)))}
-    if truth_rho:
-        diffs = [abs(post.rho[f] - r) for f, r in truth_rho.items() if f != design.pool.labels[
-            design.pool.ref]]
-        err["rho_mae"] = float(np.mean(diffs))
-    return err
+def law_of(rows) -> str:
+    return "chinchilla" if all(row_is_dense(r) for r in rows) else "decoupled"
 
 
-def prefix_within(order, cost, budget):
-    """Greedy prefix of ``order`` whose total cost fits ``budget`` (skipping misfits)."""
+# ----------------------------------------------------------------- scoring
+
+class Scorer:
+    """``raysweep fit``'s fit of a subset of the pool, scored at the targets (memoized)."""
+
+    def __init__(self, pool: pd.DataFrame, targets: pd.DataFrame, truth_targets=None,
+                 truth_rho=None):
+        self.pool, self.targets = pool, targets
+        self.law = law_of(rows_of(pool))
+        self.y = (np.asarray(truth_targets, float) if truth_targets is not None
+                  else targets["loss"].to_numpy(float))
+        self.truth_rho = truth_rho  # label -> rho at the targets' N, or None
+        self._memo: dict = {}
+
+    def __call__(self, subset, answers) -> dict | None:
+        key = (tuple(sorted(subset)), tuple(answers[i] for i in sorted(subset)))
+        if key in self._memo:
+            return self._memo[key]
+        df = self.pool.iloc[sorted(subset)].copy()
+        df["loss"] = [answers[i] for i in sorted(subset)]
+        try:
+            res = fit_table(df, law=self.law)
+            pred = res.predict(self.targets)
+        except (FitError, ValueError, np.linalg.LinAlgError):
+            self._memo[key] = None
+            return None
+        err = np.log(pred) - np.log(self.y)
+        out = {"rmse_log": float(np.sqrt(np.mean(err ** 2))),
+               "r2": float(1 - np.sum((pred - self.y) ** 2)
+                           / np.sum((self.y - self.y.mean()) ** 2))}
+        if self.truth_rho:
+            out["rho_err"] = float(max(abs((res.rho.get(lab) or math.nan) - r)
+                                       for lab, r in self.truth_rho.items()))
+        self._memo[key] = out
+        return out
+
+
+def prefix_within(order, cost, budget) -> list[int]:
+    """Greedy prefix of ``order`` that fits ``budget`` (skipping runs that do not)."""
     picked, spent = [], 0.0
     for i in order:
-        if spent + cost[i] <= budget:
+        if spent + cost[i] <= budget * (1 + 1e-9):
             picked.append(int(i))
             spent += cost[i]
     return picked
 
 
-OPTS = {"ensemble": 48, "cost_exponent": 1.0}
+# ----------------------------------------------------------------- linearized designs
+
+class Linearized:
+    """The law linearized at fixed parameters: V(S) for any subset, the relaxed bound,
+    and the truth-knowing greedy oracle."""
+
+    def __init__(self, design: ActiveDesign, observed_truth: dict[int, float], sigma: float):
+        jac = design.laplace.fit(observed_truth).jac
+        n_pool = design.pool.n_pool
+        self.info = jac[:n_pool] / sigma
+        self.grad = jac[design.pool.target_rows]
+        sd = np.array([*PRIOR_SD, *[PRIOR_SD_CAP] * (jac.shape[1] - len(PRIOR_SD))])
+        self.m0 = np.diag(sd ** -2.0)
+        self.cost = design.pool.cost
+
+    def v(self, subset) -> float:
+        s = list(subset)
+        m = self.m0 + self.info[s].T @ self.info[s]
+        return float(np.trace(self.grad @ np.linalg.solve(m, self.grad.T))) / len(self.grad)
+
+    def bound(self, budget: float) -> float:
+        return relaxed_design(self.info, self.m0, self.grad, self.cost, budget,
+                              iters=400, tol=1e-5).lower_bound
+
+    def greedy(self, start, budget: float) -> list[int]:
+        best, best_v = None, math.inf
+        for c in ORACLE_EXPONENTS:
+            chosen = [i for i in start]
+            left = budget - sum(self.cost[i] for i in chosen)
+            m = self.m0 + self.info[chosen].T @ self.info[chosen]
+            while True:
+                free = np.array([i for i in range(len(self.cost))
+                                 if i not in chosen and self.cost[i] <= left], int)
+                if not len(free):
+                    break
+                h = np.linalg.solve(m, self.grad.T)  # p x T
+                u = self.info[free] @ np.linalg.solve(m, np.eye(len(m)))  # rows M^-1 j
+                q = (self.info[free] @ h) ** 2  # (j^T M^-1 g_t)^2
+                denom = 1 + np.einsum("ij,ij->i", u, self.info[free])
+                gain = q.sum(1) / denom / self.cost[free] ** c
+                k = int(free[np.argmax(gain)])
+                chosen.append(k)
+                left -= self.cost[k]
+                m = m + np.outer(self.info[k], self.info[k])
+            v = self.v(chosen)
+            if v < best_v:
+                best, best_v = chosen, v
+        return best
 
 
-class LaplaceDesign(ActiveDesign):
-    """Tried alternative (``--covariance laplace``): the acquisition's covariance from
-    one linearization, ``G C G^T`` with ``C = (P + J_obs^T J_obs / sigma^2)^-1`` at the
-    MAP fit (P: the surrogate's prior precision, G: the loss gradients)."""
+# ----------------------------------------------------------------- one case
 
-    def _laplace(self, observed, theta, post):
-        sur = self.surrogate
-        idx = np.array(sorted(observed), int)
-        prec = np.diag(sur.prior(np.log([observed[i] for i in idx]))[1] ** -2.0)
-        rows = np.arange(len(self.pool.n))
-        jac = sur._jac(theta, rows)
-        jo = jac[idx] / post.sigma
-        g = jac * np.exp(sur.predict_log(theta, rows))[:, None]
-        return g @ np.linalg.solve(prec + jo.T @ jo, g.T)
-
-    def covariance(self, observed):
-        post = self.posterior(observed, k=0)
-        return post, self._laplace(observed, post.theta, post)
+def target_points(targets: pd.DataFrame) -> list[tuple[float, float]]:
+    return list(dict.fromkeys(zip(targets["n_params"].astype(float),
+                                  targets["tokens"].astype(float))))
 
 
-class MixedDesign(LaplaceDesign):
-    """Tried alternative (``--covariance mixed``): Rao-Blackwellized ensemble, half the
-    between-member covariance plus half the mean of each member's Laplace covariance."""
+def vopt_subset(design: ActiveDesign, answers, budget: float) -> list[int]:
+    """One relaxed V-optimal design at the fit on the initial design, rounded by weight."""
+    cost = design.pool.cost
+    init = list(design.init)
+    cheap = [int(i) for i in np.argsort(cost, kind="stable") if i not in init]
+    while True:  # the pilot: the initial design, widened by the cheapest runs until it fits
+        try:
+            lap = design.laplace.fit({i: answers[i] for i in init})
+            break
+        except (FitError, ValueError, np.linalg.LinAlgError):
+            if not cheap or cost[init].sum() + cost[cheap[0]] > budget:
+                return init
+            init.append(cheap.pop(0))
+    info = design.information(lap)
+    left = budget - cost[init].sum()
+    rest = np.array([i for i in range(design.pool.n_pool) if i not in init], int)
+    if left <= 0 or not len(rest):
+        return init
+    plan = relaxed_design(info[rest], lap.m0, design._target_grad(lap), cost[rest], left)
+    picks = round_plan(plan.weights, cost[rest], left, len(rest))
+    return init + [int(rest[i]) for i in picks]
 
-    def covariance(self, observed):
-        post = self.posterior(observed)
-        within = np.mean([self._laplace(observed, t, post) for t in post.thetas], axis=0)
-        return post, 0.5 * within + 0.5 * np.cov(post.members, rowvar=False)
 
-
-DESIGNS = {"ensemble": ActiveDesign, "laplace": LaplaceDesign, "mixed": MixedDesign}
-# The active strategy's class (--covariance), and the searches run: name -> the search's
-# target (None: the loss of every representation at the largest (N, D), the default).
-STRATEGY = {"design": ActiveDesign, "searches": {"active": None, "active_rho": "rho"}}
-
-
-def run_case(pool, answers, truth_targets, truth_rho, seed, mse=None, target=None) -> dict:
-    """All strategies on one pool; ``answers[i]`` is run i's observed loss.
-
-    ``target``: explicit target (N, D) points (held-out mode: not in the pool).
-    Every strategy is scored by the same point fit at the loss targets.
-    """
-    total = float(sum(6 * r["n_params"] * r["tokens"] for r in pool))
-    out = {"active_s": {}}
-    scorer = None  # the default search's design (scores random, cheapest, full)
-    for name, search_target in STRATEGY["searches"].items():
-        design = STRATEGY["design"](pool, max(BUDGETS) * total, seed=seed,
-                                    target=search_target or target, **OPTS)
-        own = ActiveDesign(pool, 1.0, target=target) if design.target_rho else design
-        scorer = scorer or (None if design.target_rho else design)
-        curve = []  # (fraction spent, errors) after each round
-
-        def on_round(obs, spent, own=own, curve=curve):
-            err = score(own, obs, truth_targets, truth_rho)
-            if mse is not None:
-                err["design_mse"] = mse(obs)
-            curve.append((spent / total, err))
-
-        t0 = time.perf_counter()
-        run_in_process(design, lambda i: answers[i], batch=4, on_round=on_round)
-        out["active_s"][name] = time.perf_counter() - t0
-        out[name] = []
-        for b in BUDGETS:
-            done = [e for f, e in curve if f <= b + 1e-12]
-            out[name].append(done[-1] if done else None)
-    scorer = scorer or ActiveDesign(pool, 1.0, target=target)
-    cost = scorer.pool.cost
-    out["init_fraction"] = float(sum(cost[i] for i in scorer.init)) / total
-    rest = [i for i in range(len(pool)) if i not in scorer.init]
-    orders = {"random": list(scorer.init) + list(np.random.default_rng(seed).permutation(rest)),
-              "cheapest": list(scorer.init) + sorted(rest, key=lambda i: cost[i])}
-    for name, order in orders.items():
-        out[name] = []
-        for b in BUDGETS:
-            obs = {i: answers[i] for i in prefix_within(order, cost, b * total)}
-            err = score(scorer, obs, truth_targets, truth_rho) if len(obs) > 1 else None
-            if err is not None and mse is not None:
-                err["design_mse"] = mse(obs)
-            out[name].append(err)
-    out["full"] = score(scorer, dict(enumerate(answers)), truth_targets, truth_rho)
-    if mse is not None:
-        out["full"]["design_mse"] = mse(range(len(pool)))
+def run_seed(case: dict, seed: int, budgets, active_cache=None) -> dict:
+    """Every strategy at every budget for one seed: {strategy: {budget: metrics}}."""
+    rows = case["rows"]
+    answers = case["answers"](seed)
+    scorer = case["scorer"]
+    total = case["total"]
+    base = ActiveDesign(rows, total, target=case["points"])
+    cost = base.pool.cost
+    init = list(base.init)
+    rest = [i for i in range(len(rows)) if i not in init]
+    out: dict = {s: {} for s in ("active", "random", "cheapest", "vopt", "oracle")}
+    out["active_s"] = 0.0
+    lin = case.get("linearized")
+    if lin is not None:
+        out["regret"] = {s: {} for s in out if s != "active_s"}
+    orders = {"random": init + list(np.random.default_rng(seed).permutation(rest)),
+              "cheapest": init + sorted(rest, key=lambda i: cost[i])}
+    for b in budgets:
+        fb = float(b)
+        if fb >= 1.0:
+            continue
+        budget = fb * total
+        subsets = {name: prefix_within(o, cost, budget) for name, o in orders.items()}
+        key = (b,)
+        if active_cache is not None and key in active_cache:
+            subsets["active"], dt = active_cache[key]
+        else:
+            t0 = time.perf_counter()
+            design = ActiveDesign(rows, budget, target=case["points"], seed=seed, **ACTIVE_KW)
+            subsets["active"] = sorted(run_in_process(design, lambda i: answers[i],
+                                                      batch=BATCH))
+            dt = time.perf_counter() - t0
+            if active_cache is not None:
+                active_cache[key] = (subsets["active"], dt)
+        out["active_s"] += dt
+        subsets["vopt"] = case["vopt"](b, answers)
+        subsets["oracle"] = case["oracle"](b)
+        for name, sub in subsets.items():
+            out[name][b] = scorer(sub, answers) if len(sub) > 1 else None
+            if lin is not None:
+                out["regret"][name][b] = math.sqrt(lin.v(sub) / case["bound"][b])
+    out["pool"] = {"1.0": scorer(range(len(rows)), answers)}
     return out
 
 
-def med(runs, strategy, k, metric):
-    vals = [r[strategy][k][metric] if r[strategy][k] else math.inf for r in runs]
-    return float(np.median(vals))
+def make_replay_case(name: str, pool: pd.DataFrame, targets: pd.DataFrame, seeds: int,
+                     truth_rho=None) -> dict:
+    rows = rows_of(pool)
+    answers = pool["loss"].to_numpy(float)
+    total = float(sum(6 * r["n_params"] * r["tokens"] for r in rows))
+    points = target_points(targets)
+    case = {"name": name, "pool": pool, "rows": rows, "answers": lambda seed: answers,
+            "scorer": Scorer(pool, targets, truth_rho=truth_rho), "total": total,
+            "points": points, "deterministic": True}
+    base = ActiveDesign(rows, total, target=points)
+    vcache, ocache = {}, {}
+
+    def vopt(b, ans):
+        if b not in vcache:
+            vcache[b] = vopt_subset(ActiveDesign(rows, total, target=points, **ACTIVE_KW), ans,
+                                    float(b) * total)
+        return vcache[b]
+
+    # the oracle knows the truth: the law fitted on pool and targets together
+    allrows = rows + rows_of(targets)
+    both = ActiveDesign(allrows, total, target=points)
+    obs = {i: float(v) for i, v in enumerate(np.r_[answers, targets["loss"].to_numpy(float)])}
+    lin_all = Linearized(both, obs, both.laplace.fit(obs).sigma)
+    n = len(rows)
+    lin_all.info, lin_all.cost = lin_all.info[:n], base.pool.cost
+
+    def oracle(b):
+        if b not in ocache:
+            ocache[b] = lin_all.greedy(list(base.init), float(b) * total)
+        return ocache[b]
+
+    case.update(vopt=vopt, oracle=oracle)
+    return case
 
 
-def _versus(curves, full, search):
-    """First budget at which ``search`` is within 10% of the full grid (1.0 if none),
-    and the budgets where its median error is above random's (where it has a fit)."""
-    match = next((b for b, e in zip(BUDGETS, curves[search]) if e <= 1.1 * full), 1.0)
-    worse = [b for b, a, r in zip(BUDGETS, curves[search], curves["random"])
-             if r * (1 + 1e-6) < a < math.inf]  # equal within rounding (both the full grid)
-    return match, worse
+# ----------------------------------------------------------------- simulation
+
+SPECS = {"dense": ("bf16", "bf16"), "w4": ("int4", "bf16"), "w3": ("int3", "bf16"),
+         "w2": ("int2", "bf16"), "w4a4": ("int4", "int4"), "s50": ("sparse50", "bf16")}
+RHO = {"dense": 1.0, "w4": 0.9, "w3": 0.75, "w2": 0.45, "w4a4": 0.8, "s50": 0.65}
+LAW = {"A": 482.01, "alpha": 0.3478, "B": 2085.43, "beta": 0.3658, "E": 1.82}
+SIZES = (2e7, 4e7, 8e7, 1.6e8, 3.2e8)
+TPP = (10, 20, 40, 80)
+TRUTHS = {
+    "clean": dict(drift=0.0, excess=0.0, grow=0.0, shared=0.0, noise=0.01),
+    "misspecified": dict(drift=0.04, excess=0.04, grow=0.5, shared=0.006, noise=0.008),
+}
 
 
-def summarize(name, runs) -> dict:
-    """Median-over-seeds curves, the fraction to match the full grid, random check.
+def sim_truth(t: dict, fmt: str, n: float, d: float) -> float:
+    """True loss: rho_f (N / 1e8)^(-drift (1 - rho_f)) (capacity drifting with N), plus an
+    excess ``excess (2e7 / N)^1.5`` at small N."""
+    rho = RHO[fmt] * (n / 1e8) ** (-t["drift"] * (1 - RHO[fmt]))
+    return (LAW["A"] * (n * rho) ** -LAW["alpha"] + LAW["B"] * d ** -LAW["beta"] + LAW["E"]
+            + t["excess"] * (SIZES[0] / n) ** 1.5)
 
-    Top-level keys are the default search's (``active``); the other searches run
-    (``active_rho``) get the same figures under their own name.
-    """
-    searches = [s for s in STRATEGY["searches"] if s in runs[0]]
-    strategies = searches + ["random", "cheapest"]
-    per = {s: {"budgets_compared": sum(math.isfinite(med(runs, s, k, "target_rmse"))
-                                       for k in range(len(BUDGETS)))} for s in searches}
-    out = {"case": name, "initial_design_fraction": max(r["init_fraction"] for r in runs),
-           "active_s_mean": {s: float(np.mean([r["active_s"][s] for r in runs]))
-                             for s in searches}}
-    full = float(np.median([r["full"]["target_rmse"] for r in runs]))
-    curves = {s: [med(runs, s, k, "target_rmse") for k in range(len(BUDGETS))]
-              for s in strategies}
-    out.update(full_grid=full, curves={s: [round(v, 5) for v in c] for s, c in curves.items()})
-    for s in searches:
-        per[s]["fraction_to_match"], per[s]["budgets_active_worse"] = _versus(curves, full, s)
-        per[s]["active_le_random_every_budget"] = not per[s]["budgets_active_worse"]
-    if "rho_mae" in runs[0]["full"]:
-        rfull = float(np.median([r["full"]["rho_mae"] for r in runs]))
-        rc = {s: [med(runs, s, k, "rho_mae") for k in range(len(BUDGETS))] for s in strategies}
-        out.update(rho_mae_full=rfull,
-                   rho_mae_curves={s: [round(v, 5) for v in c] for s, c in rc.items()})
-        for s in searches:
-            per[s]["rho_fraction_to_match"], per[s]["rho_budgets_active_worse"] = _versus(
-                rc, rfull, s)
-    if "design_mse" in runs[0]["full"]:
-        # Expected RMSE of the chosen runs (mean of the linearized MSE over seeds).
-        dc = {s: [float(np.sqrt(np.mean([r[s][k]["design_mse"] if r[s][k] else np.inf
-                                         for r in runs]))) for k in range(len(BUDGETS))]
-              for s in strategies}
-        out["design_rmse_full"] = float(np.sqrt(runs[0]["full"]["design_mse"]))
-        out["design_rmse_curves"] = {s: [round(v, 5) for v in c] for s, c in dc.items()}
-        for s in searches:
-            per[s]["design_budgets_active_worse"] = _versus(dc, math.inf, s)[1]
-    out.update(per.get("active", {}))
-    out.update({s: v for s, v in per.items() if s != "active"})
+
+def make_sim_case(truth: str) -> dict:
+    t = TRUTHS[truth]
+    grid = [{"format": f, "weights": SPECS[f][0], "activations": SPECS[f][1],
+             "n_params": n, "tokens": r * n} for f in SPECS for n in SIZES for r in TPP]
+    df = pd.DataFrame(grid)
+    df["loss"] = [sim_truth(t, r["format"], r["n_params"], r["tokens"]) for r in grid]
+    held = df["n_params"] == max(SIZES)
+    pool, targets = df[~held].reset_index(drop=True), df[held].reset_index(drop=True)
+    rows = rows_of(pool)
+    truth_pool = pool["loss"].to_numpy(float)
+    nmax = max(SIZES)
+    truth_rho = {f: RHO[f] * (nmax / 1e8) ** (-t["drift"] * (1 - RHO[f]))
+                 for f in SPECS if f != "dense"}
+    n_rel = pool["n_params"].to_numpy(float)
+    sd = t["noise"] * (n_rel.max() / n_rel) ** t["grow"]
+    cell = np.unique(pool[["n_params", "tokens"]].to_numpy(float), axis=0,
+                     return_inverse=True)[1].ravel()
+
+    def answers(seed):
+        rng = np.random.default_rng(1000 + seed)
+        shared = rng.standard_normal(cell.max() + 1) * t["shared"]
+        return truth_pool * np.exp(sd * rng.standard_normal(len(rows)) + shared[cell])
+
+    total = float(sum(6 * r["n_params"] * r["tokens"] for r in rows))
+    points = target_points(targets)
+    case = {"name": f"sim:{truth}", "pool": pool, "rows": rows, "answers": answers,
+            "scorer": Scorer(pool, targets, truth_targets=targets["loss"], truth_rho=truth_rho),
+            "total": total, "points": points, "deterministic": False}
+    base = ActiveDesign(rows, total, target=points)
+    # linearized at the law's best fit to the noise-free truth (the truth itself when
+    # the law is well specified)
+    lin = Linearized(base, dict(enumerate(truth_pool)), t["noise"])
+    case["linearized"] = lin
+    ocache, vcache = {}, {}
+
+    def oracle(b):
+        if b not in ocache:
+            ocache[b] = lin.greedy(list(base.init), float(b) * total)
+        return ocache[b]
+
+    def vopt(b, ans):
+        key = (b, tuple(ans[i] for i in base.init))
+        if key not in vcache:
+            vcache[key] = vopt_subset(ActiveDesign(rows, total, target=points, **ACTIVE_KW), ans,
+                                      float(b) * total)
+        return vcache[key]
+
+    case.update(oracle=oracle, vopt=vopt)
+    return case
+
+
+# ----------------------------------------------------------------- summaries
+
+def boot_median(vals, rng, n=1000) -> tuple[float, float, float]:
+    v = np.asarray([x for x in vals if x is not None and math.isfinite(x)], float)
+    if not len(v):
+        return (math.nan, math.nan, math.nan)
+    meds = np.median(rng.choice(v, (n, len(v))), axis=1)
+    return (float(np.median(v)), float(np.quantile(meds, 0.025)),
+            float(np.quantile(meds, 0.975)))
+
+
+def summarize(case: dict, runs: list[dict], budgets) -> dict:
+    rng = np.random.default_rng(0)
+    strategies = ("active", "random", "cheapest", "vopt", "oracle")
+    metrics = ["rmse_log", "r2"] + (["rho_err"] if case["scorer"].truth_rho else [])
+    out = {"case": case["name"], "n_pool": len(case["rows"]), "n_targets": len(case["points"]),
+           "seeds": len(runs), "active_s_mean": float(np.mean([r["active_s"] for r in runs]))}
+
+    def val(r, s, b, m):
+        e = r[s].get(b)
+        return e[m] if e else math.nan
+
+    for m in metrics:
+        table = {}
+        for s in strategies:
+            table[s] = {b: boot_median([val(r, s, b, m) for r in runs], rng)
+                        for b in budgets if float(b) < 1}
+        table["pool"] = {"1.0": boot_median([val(r, "pool", "1.0", m) for r in runs], rng)}
+        out[m] = table
+    # paired differences against random (rmse_log: > 0 is worse than random)
+    out["vs_random"] = {}
+    for s in ("active", "cheapest", "vopt", "oracle"):
+        out["vs_random"][s] = {
+            b: boot_median([val(r, s, b, "rmse_log") - val(r, "random", b, "rmse_log")
+                            for r in runs], rng) for b in budgets if float(b) < 1}
+    if "regret" in runs[0]:
+        out["regret"] = {s: {b: boot_median([r["regret"][s][b] for r in runs], rng)
+                             for b in budgets if float(b) < 1} for s in strategies}
+        out["bound"] = {b: case["bound"][b] for b in budgets if float(b) < 1}
+    pool = out["rmse_log"]["pool"]["1.0"][0]
+    out["fraction_to_match"] = next(
+        (float(b) for b in budgets if float(b) < 1
+         and out["rmse_log"]["active"][b][0] <= 1.25 * pool), 1.0)
     return out
 
 
-def linearized_mse(law: dict, noise: float, pool: list[dict], target=None):
-    """Expected squared target error of any subset of the pool, linearized at the truth.
-
-    At the true parameters theta*, the decoupled law's Jacobian J (log-loss
-    per theta) and the surrogate's prior precision P give the linearized
-    posterior covariance ``C_S = (P + J_S^T J_S / noise^2)^-1`` of a subset S,
-    hence the expected mean squared error of the target losses
-    ``tr(G C_S G^T) / T`` (G: the T targets' loss gradients). It depends on
-    which runs were chosen, not on their noise draws, so it compares *designs*
-    without the seed noise of ``target_rmse``. Returns (design, cost fraction
-    per pool row, mse(subset)).
-    """
-    design = ActiveDesign(pool, 1.0, target=target)
-    sur, p = design.surrogate, design.pool
-    th = np.zeros(sur.n_theta)
-    th[:5] = [math.log(law["A"]) - law["alpha"] * sur.n0, law["alpha"],
-              math.log(law["B"]) - law["beta"] * sur.d0, law["beta"], math.log(law["E"])]
-    for i, lab in enumerate(p.labels):
-        if sur.col[i] >= 0:
-            th[sur.col[i]] = math.log(law["rho"][lab])
-    rows = np.arange(len(p.n))
-    loss = np.exp(sur.predict_log(th, rows))
-    jac = sur._jac(th, rows)
-    prec = np.diag(1.0 / sur.prior(np.log(loss[: p.n_pool]))[1] ** 2)
-    grad = jac[p.target_rows] * loss[p.target_rows, None]
-    jc = jac[: p.n_pool] / noise
-    cost = p.cost / p.cost.sum()
-
-    def mse(sel):
-        sel = list(sel)
-        return float(np.trace(grad @ np.linalg.solve(prec + jc[sel].T @ jc[sel], grad.T))
-                     ) / len(grad)
-
-    return design, cost, mse
+def _seed_job(args):
+    name, seed, budgets = args
+    case = CASES_BUILT[name]
+    return run_seed(case, seed, budgets)
 
 
-def oracle_fraction_to_match(law: dict, noise: float, pool: list[dict], target=None) -> float:
-    """FLOPs a design that *knows the true law* needs to match the full grid (linearized).
-
-    A yardstick for ``fraction_to_match``, not a strategy. With
-    :func:`linearized_mse` at the true law, runs are added to active's initial
-    design greedily by expected-error reduction per (6 N D)^c (c = 1 and 0.5,
-    the better is kept) until the expected target RMSE is within 10% of the
-    full grid's. Greedy A-optimal design with the truth known is close to the
-    best any sequential design can do, so an active fraction far below this
-    figure would be luck of the seeds, not method.
-    """
-    design, cost, var = linearized_mse(law, noise, pool, target)
-    goal = 1.21 * var(range(len(cost)))  # RMSE within 10%
-    best = 1.0
-    for c_exp in (1.0, 0.5):
-        sel = list(design.init)
-        while var(sel) > goal:
-            cur = var(sel)
-            gain = [-1.0 if i in sel else (cur - var(sel + [i])) / cost[i] ** c_exp
-                    for i in range(len(cost))]
-            sel.append(int(np.argmax(gain)))
-        best = min(best, float(cost[sel].sum()))
-    return round(best, 3)
+CASES_BUILT: dict = {}
 
 
-def simulated_cases(n_seeds: int, laws, holdout: bool = False) -> list[dict]:
-    """``holdout``: the target runs (largest N and D) are left out of every pool."""
-    cases = []
-    for lname in laws:
-        law = LAWS[lname]
-        pool = make_pool(law)
-        n_max, d_max = max(SIZES), max(SIZES) * max(TPP)
-        target = None
-        if holdout:
-            pool = [r for r in pool if (r["n_params"], r["tokens"]) != (n_max, d_max)]
-            target = [(n_max, d_max)]
-        for noise in NOISES:
-            mse = linearized_mse(law, noise, pool, target)[2]
-            runs = []
-            for seed in range(n_seeds):
-                rng = np.random.default_rng([seed, int(noise * 1e4)])
-                answers = [true_loss(law, r["format"], r["n_params"], r["tokens"])
-                           * math.exp(noise * rng.standard_normal()) for r in pool]
-                design_targets = np.array([true_loss(law, f, n_max, d_max) for f in law["rho"]])
-                runs.append(run_case(pool, answers, design_targets, law["rho"], seed, mse,
-                                     target))
-            case = summarize(f"{lname}/noise={noise}" + ("/holdout" if holdout else ""), runs)
-            case["oracle_fraction_to_match"] = oracle_fraction_to_match(law, noise, pool, target)
-            cases.append(case)
+def run_case(case: dict, seeds: int, budgets, workers: int = 1) -> dict:
+    if case["deterministic"]:  # replays: only random's order depends on the seed
+        cache: dict = {}
+        runs = [run_seed(case, s, budgets, cache) for s in range(seeds)]
+    else:
+        CASES_BUILT[case["name"]] = case
+        if "linearized" in case:
+            case["bound"] = {b: case["linearized"].bound(float(b) * case["total"])
+                             for b in budgets if float(b) < 1}
+        jobs = [(case["name"], s, budgets) for s in range(seeds)]
+        if workers > 1:
+            with ProcessPoolExecutor(workers) as ex:
+                runs = list(ex.map(_seed_job, jobs))
+        else:
+            runs = [_seed_job(j) for j in jobs]
+    return summarize(case, runs, budgets)
+
+
+def default_cases(quick: bool) -> list:
+    """(name, builder) of the full case list."""
+    chin = load_table(SHARED / "chinchilla_fig4_epoch.csv")
+    flops = 6 * chin["n_params"] * chin["tokens"]
+    cases = [("chinchilla", lambda s: make_replay_case(
+        "chinchilla", chin[flops < 1e21].reset_index(drop=True),
+        chin[flops >= 1e21].reset_index(drop=True), s))]
+    cases.append(("farseer", lambda s: make_replay_case(
+        "farseer", load_table(SHARED / "farseer_train.csv"),
+        load_table(SHARED / "farseer_test.csv"), s)))
+    for ref in sorted((ROOT / "data" / "reference").glob("*/results.csv")):
+        def build(s, ref=ref):
+            df = load_table(ref)
+            held = df["n_params"] == df["n_params"].max()
+            return make_replay_case(f"ref:{ref.parent.name}", df[~held].reset_index(drop=True),
+                                    df[held].reset_index(drop=True), s)
+        cases.append((f"ref:{ref.parent.name}", build))
+    for truth in TRUTHS:
+        cases.append((f"sim:{truth}", lambda s, truth=truth: make_sim_case(truth)))
     return cases
 
 
-def replay_case(path: str, n_seeds: int, holdout: bool = False) -> dict:
-    """A results table as ground truth: truth at the targets = the table's own losses.
-
-    ``holdout``: the runs at the targets (the table's largest N, then largest D) are
-    taken out of the pool and only score the predictions.
-    """
-    import pandas as pd
-
-    df = pd.read_csv(path) if path.endswith(".csv") else pd.read_parquet(path)
-    df = df[df.get("status", "ok").eq("ok")] if "status" in df else df
-    rows = df.to_dict("records")
-    full = ActiveDesign(rows, 1.0).pool  # the targets, as the search would pick them
-    at_target = {(lab, n, d) for lab, n, d in full.targets}
-    is_target = [(full.labels[full.fmt[i]], full.n[i], full.d[i]) in at_target
-                 for i in range(len(rows))]
-    pool = [r for r, t in zip(rows, is_target) if not (holdout and t)]
-    answers = [float(r["loss"]) for r in pool]
-    losses: dict = {}
-    for i, t in enumerate(is_target):
-        if t:
-            losses.setdefault((full.labels[full.fmt[i]], full.n[i], full.d[i]), []).append(
-                float(rows[i]["loss"]))
-    target = list(dict.fromkeys((n, d) for _, n, d in full.targets)) if holdout else None
-    # truth in the order of the targets of the pool the strategies see (its labels come
-    # in order of first appearance, which leaving rows out can change)
-    seen = ActiveDesign(pool, 1.0, target=target).pool.targets
-    truth = np.array([np.mean(losses[t]) if t in losses else np.nan for t in seen])
-    runs = [run_case(pool, answers, truth, None, s, target=target) for s in range(n_seeds)]
-    return summarize(f"replay:{Path(path).name}" + ("/holdout" if holdout else ""), runs)
+def jsonable(x):
+    """NaN and inf (a budget where a strategy has no fit) as null."""
+    if isinstance(x, dict):
+        return {k: jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    return x
 
 
-def headline(cases, search) -> dict:
-    """The benchmark's summary figures for one search, over cases (median of each
-    case's fraction; counts of (case, budget) points where it is worse than random)."""
-
-    def median_of(key):
-        return float(np.median([c[key] for c in cases if key in c] or [math.nan]))
-
-    return {
-        "search_target": STRATEGY["searches"][search] or "largest",
-        "median_fraction_to_match_full_grid": median_of("fraction_to_match"),
-        "target_fraction": 0.10,
-        "active_le_random_every_budget_all_cases": all(
-            c["active_le_random_every_budget"] for c in cases),
-        "median_fraction_to_match_full_grid_rho": median_of("rho_fraction_to_match"),
-        "median_oracle_fraction_to_match": median_of("oracle_fraction_to_match"),
-        "active_worse_than_random": {
-            m: f"{sum(len(c.get(k, [])) for c in cases)}/"
-               f"{sum(c['budgets_compared'] for c in cases if k in c)}"
-            for m, k in (("loss", "budgets_active_worse"), ("rho", "rho_budgets_active_worse"),
-                         ("design", "design_budgets_active_worse"))},
-    }
+def flat(summary: dict, metric: str, budgets) -> dict:
+    t = summary[metric]
+    out = {s: {b: round(t[s][b][0], 6) for b in t[s]} for s in t if s != "pool"}
+    out["pool"] = {"1.0": round(t["pool"]["1.0"][0], 6)}
+    return out
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--replay", action="append", default=[],
-                    help="results table(s) to replay (default: data/reference/*/results.csv)")
-    ap.add_argument("--quick", action="store_true", help="one law, two seeds (smoke run)")
-    ap.add_argument("--covariance", choices=sorted(DESIGNS), default="ensemble",
-                    help="the acquisition's covariance: the search's ensemble (default) or "
-                         "a tried linearized alternative")
-    ap.add_argument("--holdout", action="store_true",
-                    help="leave the target runs (largest N and D) out of every pool, the "
-                         "full grid's included: every strategy extrapolates to them")
-    ap.add_argument("--no-replay", action="store_true", help="simulated cases only")
-    ap.add_argument("--ensemble", type=int, default=OPTS["ensemble"])
-    ap.add_argument("--cost-exponent", type=float, default=OPTS["cost_exponent"])
-    args = ap.parse_args()
-    OPTS.update(ensemble=args.ensemble, cost_exponent=args.cost_exponent)
-    STRATEGY["design"] = DESIGNS[args.covariance]
-    if args.covariance != "ensemble":  # the tried covariances score loss targets only
-        STRATEGY["searches"] = {"active": None}
+    ap.add_argument("--replay", help="pool table (results schema, or N, D, loss columns)")
+    ap.add_argument("--targets", help="held-out target table (same columns)")
+    ap.add_argument("--budgets", help="comma-separated fractions of the pool's FLOPs")
+    ap.add_argument("--seeds", type=int, default=None, help="seeds (default 20; --quick 3)")
+    ap.add_argument("--quick", action="store_true",
+                    help="the reference study only, budgets 0.2 and 0.5, 3 seeds")
+    ap.add_argument("--cases", help="comma-separated subset of the default case names")
+    ap.add_argument("--workers", type=int, default=2, help="processes for simulated seeds")
+    args = ap.parse_args(argv)
+    seeds = args.seeds or (3 if args.quick else 20)
+    if seeds < 1:
+        raise SystemExit("--seeds: need at least 1")
+    budgets = tuple(args.budgets.split(",")) if args.budgets else (
+        ("0.2", "0.5") if args.quick else BUDGETS)
+    for b in budgets:
+        try:
+            ok = 0 < float(b) <= 1
+        except ValueError:
+            ok = False
+        if not ok:
+            raise SystemExit(f"--budgets: got {b!r}; allowed: fractions in (0, 1]")
     t0 = time.perf_counter()
-    laws = ["chinchilla_unified"] if args.quick else list(LAWS)
-    seeds = 2 if args.quick else args.seeds
-    cases = simulated_cases(seeds, laws, holdout=args.holdout)
-    replays = [] if args.no_replay else (
-        args.replay or [str(p) for p in Path("data/reference").glob("*/results.csv")])
-    for path in replays:
-        cases.append(replay_case(path, seeds, holdout=args.holdout))
-    for c in cases:
-        print(f"{c['case']:36s} match={c['fraction_to_match']:<6} full={c['full_grid']:.4f} "
-              f"active={c['curves']['active']} random={c['curves']['random']}")
-    result = headline(cases, "active")
-    result["searches"] = {s: headline([{**c, **c[s]} for c in cases], s)
-                          for s in STRATEGY["searches"] if s != "active"}
-    result.update({
-        "holdout": args.holdout, "covariance": args.covariance, "budgets": list(BUDGETS),
-        "seeds": seeds, "options": OPTS,
-        "noises": list(NOISES),
-        "replay_tables": replays, "wall_s": round(time.perf_counter() - t0, 1),
-        "cases": cases,
-    })
-    print(json.dumps(result))
+    if args.replay:
+        if not args.targets:
+            raise SystemExit("--replay needs --targets (the held-out runs to predict)")
+        case = make_replay_case("replay", load_table(args.replay), load_table(args.targets),
+                                seeds)
+        s = run_case(case, seeds, budgets)
+        print(json.dumps(jsonable(s)), file=sys.stderr)
+        print(json.dumps(jsonable({"rmse_log": flat(s, "rmse_log", budgets),
+                                   "r2": flat(s, "r2", budgets), "details": s,
+                                   "wall_s": round(time.perf_counter() - t0, 1)})))
+        return
+    cases = default_cases(args.quick)
+    if args.cases:
+        want = args.cases.split(",")
+        unknown = set(want) - {n for n, _ in cases}
+        if unknown:
+            raise SystemExit(f"--cases: unknown {sorted(unknown)}; allowed: "
+                             f"{', '.join(n for n, _ in cases)}")
+        cases = [c for c in cases if c[0] in want]
+    elif args.quick:
+        cases = [c for c in cases if c[0] == "ref:quickstart"]
+    results = []
+    for name, build in cases:
+        tc = time.perf_counter()
+        s = run_case(build(seeds), seeds, budgets, args.workers)
+        s["wall_s"] = round(time.perf_counter() - tc, 1)
+        print(f"{name}: {json.dumps(jsonable(flat(s, 'rmse_log', budgets)))}", file=sys.stderr)
+        results.append(s)
+    fr = [s["fraction_to_match"] for s in results]
+    print(json.dumps(jsonable({
+        "median_fraction_to_match_full_grid": float(np.median(fr)),
+        "budgets": list(budgets), "seeds": seeds,
+        "cases": {s["case"]: s for s in results},
+        "rmse_log": {s["case"]: flat(s, "rmse_log", budgets) for s in results},
+        "wall_s": round(time.perf_counter() - t0, 1)})))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,12 @@
 """Acquisition of active search: which runs to train next, given the ones done.
 
+Two designs (``search.design``): ``plan`` (the default) fits the finished runs
+with ``raysweep fit``'s estimator and solves the relaxed budgeted V-optimal
+design for the whole remaining budget each round, running its largest weights
+(:mod:`raysweep.active.planner`, :meth:`ActiveDesign._plan`); ``greedy`` is the
+earlier acquisition, described below, one candidate at a time per FLOP on an
+ensemble of least-squares fits.
+
 The candidate pool is the study's grid (one row per trial config). The
 *targets* are the quantities the user wants pinned, by default the predicted
 loss of every representation at the grid's largest (N, D), which fixes each
@@ -35,8 +42,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from raysweep.active.options import DESIGNS, DISCREPANCY
+from raysweep.active.planner import (
+    HuberLaplace,
+    Laplace,
+    Plan,
+    discrepancy_sd,
+    relaxed_design,
+    round_plan,
+)
 from raysweep.active.surrogate import DecoupledEnsemble, Posterior
+from raysweep.errors import FitError
 from raysweep.results import row_is_dense, row_label, run_flops
+
+# a fit that cannot be made yet (too few runs, a singular system): fall back
+FIT_ERRORS = (FitError, np.linalg.LinAlgError, ValueError)
 
 
 @dataclass(frozen=True)
@@ -140,7 +160,7 @@ class ActiveDesign:
     def __init__(self, rows: list[dict], budget_flops: float, *, target=None,
                  cost_exponent: float = 1.0, ensemble: int = 48, noise: float = 0.01,
                  target_std: float = 0.0, max_failures: int = 1, seed: int = 0,
-                 surrogate=None):
+                 surrogate=None, design: str = "plan", discrepancy: float = DISCREPANCY):
         self.target_rho = isinstance(target, str) and target == "rho"
         self.pool = Pool.build(rows, [] if self.target_rho else target)
         if self.target_rho and self.pool.ref < 0:
@@ -162,6 +182,51 @@ class ActiveDesign:
             np.log(p.n), np.log(p.d), p.fmt, p.labels, p.ref, noise=noise)
         self.init = p.initial_design()
         self._cache: tuple[tuple, Posterior] | None = None
+        if design not in DESIGNS:
+            raise ValueError(f"design: got {design!r}; allowed: {', '.join(DESIGNS)}")
+        self.design = design
+        self.discrepancy = float(discrepancy)
+        self.noise = float(noise)
+        self.rows = rows
+        self._laplace: HuberLaplace | None = None
+        self.last_plan: Plan | None = None
+
+    @property
+    def laplace(self) -> HuberLaplace:
+        """``raysweep fit``'s estimator over the pool rows, then one row per target."""
+        if self._laplace is None:
+            first = {}
+            for r in self.rows:
+                first.setdefault(row_label(r), r)
+            tg = [{**first[lab], "n_params": n, "tokens": d} for lab, n, d in self.pool.targets]
+            self._laplace = HuberLaplace(list(self.rows) + tg, noise=self.noise)
+        return self._laplace
+
+    def _target_grad(self, lap: Laplace) -> np.ndarray:
+        """Gradients of the target quantities: log-loss at every target row, or the
+        log-capacity of every non-reference label (target ``rho``)."""
+        if self.target_rho:
+            return lap.rho_grad(self.rho_labels)
+        return lap.jac[self.pool.target_rows]
+
+    def target_intervals(self, observed: dict[int, float], level: float = 0.95) -> dict:
+        """Per target (keys as :meth:`predict_targets`): (central, lower, upper) of the
+        Huber fit on ``observed`` with its Laplace interval (log-normal, ``level``)."""
+        from statistics import NormalDist
+
+        lap = self.laplace.fit(observed)
+        z = NormalDist().inv_cdf(0.5 + level / 2)
+        g = self._target_grad(lap)
+        sd = np.sqrt(np.maximum(np.diag(lap.cov(g)), 0.0))
+        if self.target_rho:
+            centre = np.array([lap.theta[lap.names.index(f"logrho[{lab}]")]
+                               for lab in self.rho_labels])
+            keys = [f"rho[{lab}]" for lab in self.rho_labels]
+        else:
+            centre = lap.log_pred[self.pool.target_rows]
+            keys = [f"{lab}@N={n:.4g},D={d:.4g}" for lab, n, d in self.pool.targets]
+        return {k: (float(np.exp(c)), float(np.exp(c - z * s)), float(np.exp(c + z * s)))
+                for k, c, s in zip(keys, centre, sd, strict=True)}
 
     def spent(self, observed, pending=(), failed=None) -> float:
         """FLOPs committed: finished + pending + every failed attempt."""
@@ -185,6 +250,11 @@ class ActiveDesign:
     def predict_targets(self, observed: dict[int, float]) -> dict[str, float]:
         """Central predicted loss per target, keyed ``"<label>@N=..,D=.."`` (target
         ``rho``: the central capacity per non-reference label, keyed ``"rho[<label>]"``)."""
+        if self.design == "plan":
+            try:
+                return {k: v[0] for k, v in self.target_intervals(observed).items()}
+            except FIT_ERRORS:
+                pass  # too few runs for raysweep fit: the surrogate's point fit
         post = self.posterior(observed, k=0)
         if self.target_rho:
             return {f"rho[{lab}]": post.rho[lab] for lab in self.rho_labels}
@@ -236,6 +306,56 @@ class ActiveDesign:
         return post, np.cov(samples, rowvar=False)
 
     def _acquire(self, observed, pending, free, left, n) -> Proposal:
+        if self.design == "plan":
+            try:
+                return self._plan(observed, pending, free, left, n)
+            except FIT_ERRORS:
+                # raysweep fit cannot fit these runs yet (fewer runs than parameters):
+                # widen the pilot with the cheapest affordable runs
+                cost = self.pool.cost
+                picks = []
+                for i in np.argsort(cost, kind="stable"):
+                    if len(picks) < n and free[i] and cost[i] <= left:
+                        picks.append(int(i))
+                        left -= cost[i]
+                return Proposal(picks, "initial" if picks else "budget")
+        return self._greedy(observed, pending, free, left, n)
+
+    def _plan(self, observed, pending, free, left, n) -> Proposal:
+        """Solve the relaxed design for the remaining budget and run its largest
+        weights (:mod:`raysweep.active.planner`)."""
+        lap = self.laplace.fit(observed)
+        info = self.information(lap)
+        obs = list(observed) + list(pending)
+        m0 = lap.prior + info[obs].T @ info[obs]
+        g = self._target_grad(lap)
+        var = np.diag(g @ np.linalg.solve(m0, g.T))
+        scale = (np.exp(lap.theta[[lap.names.index(f"logrho[{lab}]") for lab in self.rho_labels]])
+                 if self.target_rho else np.exp(lap.log_pred[self.pool.target_rows]))
+        sd_now = float(np.sqrt(np.max(np.maximum(var, 0.0) * scale ** 2)))
+        if sd_now <= self.target_std:
+            return Proposal([], "target_std", sd_now)
+        cost = self.pool.cost
+        ok = np.flatnonzero(free & (cost <= left))
+        if not len(ok):
+            return Proposal([], "budget", sd_now)
+        plan = relaxed_design(info[ok], m0, g, cost[ok], left)
+        self.last_plan = plan
+        picks = [int(ok[i]) for i in round_plan(plan.weights, cost[ok], left, n)]
+        if not picks:  # nothing adds information: the largest affordable gain anyway
+            picks = [int(ok[np.argmax(plan.weights)])]
+        return Proposal(picks, "acquired", sd_now)
+
+    def information(self, lap: Laplace) -> np.ndarray:
+        """Per pool row, the log-loss gradient over its noise sd including the law's
+        discrepancy (:func:`raysweep.active.planner.discrepancy_sd`)."""
+        p = self.pool
+        tflops = float(np.min(6 * p.n[p.n_pool:] * p.d[p.n_pool:])) if not self.target_rho \
+            else float(np.max(p.cost))
+        sd = discrepancy_sd(lap.sigma, p.cost, tflops, self.discrepancy)
+        return lap.jac[: p.n_pool] / sd[:, None]
+
+    def _greedy(self, observed, pending, free, left, n) -> Proposal:
         post, cov = self.covariance(observed)
         tg = np.arange(self.pool.n_pool, self.pool.n_pool + self.n_targets)
         sd_now = float(np.sqrt(np.max(np.diag(cov)[tg])))

@@ -27,7 +27,8 @@ Options (``study.search``; all optional except that at most one budget is given)
 ``target``         ``largest`` (default: every representation at the grid's
                    largest (N, D)) or ``{n_params: N, tokens: D}`` or a list;
                    or ``rho``: the capacity of every non-dense representation
-``cost_exponent``  candidates are scored per (6 N D)^cost_exponent (default 1)
+``cost_exponent``  ``design: greedy`` only: candidates are scored per
+                   (6 N D)^cost_exponent (default 1); the plan uses true costs
 ``seed``           seed of the ensemble's randomness (default 0)
 ``storage``        SQLAlchemy URL of the Optuna study (default: SQLite file
                    ``active.db`` in the study's output directory)
@@ -38,6 +39,15 @@ Options (``study.search``; all optional except that at most one budget is given)
                    (default 0: only the budget stops the search)
 ``max_failures``   failures after which a candidate is never proposed again
                    (default 1)
+``design``         ``plan`` (default): each round solves the relaxed budgeted
+                   V-optimal design for the remaining budget and runs its
+                   largest weights (:mod:`raysweep.active.planner`);
+                   ``greedy``: candidates scored one by one per
+                   (6 N D)^cost_exponent (the earlier acquisition)
+``discrepancy``    ``design: plan``: how much less a run k e-folds of compute
+                   below the targets tells about them (noise sd times
+                   sqrt(1 + discrepancy k^2); default 0.3, chosen on the
+                   Chinchilla and Farseer replays; 0 = the law is exact)
 =================  ===========================================================
 """
 
@@ -51,8 +61,16 @@ from raysweep.errors import StudyError, bad_value, check_number
 from raysweep.results import row_is_dense, run_flops
 
 OPTIONS = ("strategy", "budget_flops", "budget_fraction", "batch", "target", "cost_exponent",
-           "seed", "storage", "ensemble", "noise", "target_std", "max_failures")
+           "seed", "storage", "ensemble", "noise", "target_std", "max_failures", "design",
+           "discrepancy")
 DEFAULT_FRACTION = 0.1
+# How a round picks its runs: "plan" solves the relaxed budgeted design for the
+# remaining budget (raysweep.active.planner), "greedy" scores candidates one by
+# one per (6 N D)^cost_exponent.
+DESIGNS = ("plan", "greedy")
+# The plan's misspecification allowance (raysweep.active.planner.discrepancy_sd),
+# chosen on the Chinchilla and Farseer replays (docs/active.md, "Method").
+DISCREPANCY = 0.3
 
 
 @dataclass(frozen=True)
@@ -70,12 +88,15 @@ class ActiveOptions:
     noise: float = 0.01
     target_std: float = 0.0
     max_failures: int = 1
+    design: str = "plan"
+    discrepancy: float = DISCREPANCY
 
     def design_kwargs(self) -> dict:
         """Keyword arguments of :class:`raysweep.active.acquisition.ActiveDesign`."""
         return {"target": self.target, "cost_exponent": self.cost_exponent,
                 "ensemble": self.ensemble, "noise": self.noise, "target_std": self.target_std,
-                "max_failures": self.max_failures, "seed": self.seed}
+                "max_failures": self.max_failures, "seed": self.seed,
+                "design": self.design, "discrepancy": self.discrepancy}
 
 
 def _bad(key: str, value: Any, allowed: str) -> StudyError:
@@ -153,4 +174,12 @@ def parse_options(search: dict, pool: list[dict]) -> ActiveOptions:
         noise=_num(search, "noise", 0.01, 0, 1, open_lo=True),
         target_std=_num(search, "target_std", 0.0, 0),
         max_failures=_num(search, "max_failures", 1, 1, integer=True),
+        design=_design(search.get("design", "plan")),
+        discrepancy=_num(search, "discrepancy", DISCREPANCY, 0, 100),
     )
+
+
+def _design(v) -> str:
+    if v not in DESIGNS:
+        raise _bad("design", v, " or ".join(repr(d) for d in DESIGNS))
+    return v

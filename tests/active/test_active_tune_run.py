@@ -101,6 +101,14 @@ def test_active_study_through_the_sweep(ray_local, tmp_path):
     cost = {r["run_id"]: 6 * r["n_params"] * r["tokens"] for r in pool}
     spent = sum(cost[t.user_attrs["run_id"]] for t in trials)
     assert spent <= 0.3 * sum(cost.values())
+    from raysweep.sweep.run import status_summary
+
+    status = status_summary(study, tmp_path)  # what `raysweep status` prints
+    assert status["active_left_flops"] == pytest.approx(
+        max(status["active_budget_flops"] - status["active_spent_flops"], 0.0))
+    assert status["active_targets"] or "no fit yet" in status["active_targets_note"]
+    for v in status["active_targets"].values():
+        assert v["lo"] <= v["loss"] <= v["hi"]
     # Resume: the budget is already spent, so the second run proposes nothing new.
     second = run_study(study, tmp_path)
     again = optuna.load_study(study_name="raysweep-active-act", storage=url).trials
