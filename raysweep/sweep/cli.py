@@ -42,17 +42,23 @@ def cmd_plan(args) -> int:
     unit = "GPU-hours" if summary["device"] == "gpu" else "CPU-core-hours"
     print(f"study {study.name}: {summary['n_trials']} trials ({summary['n_done']} done), "
           f"backend {study.backend}, search {study.strategy}")
+    wsd = "wsd_saving" in summary
     hdr = f"{'run_id':16}  {'format':22} {'size':>6} {'N':>11} {'tokens':>13} {'seed':>4} " \
-          f"{'FLOPs':>9} {'hours':>8}  done"
+          f"{'FLOPs':>9} {'hours':>8}  {'role    ' if wsd else ''}done"
     print(hdr)
     for r in summary["trials"]:
+        role = f"{r['role']:8}" if wsd else ""
         print(f"{r['run_id']:16}  {r['format'][:22]:22} {r['size']:>6} {r['n_params']:>11,} "
               f"{r['tokens']:>13,} {r['seed']:>4} {r['flops']:>9.2e} {r['device_hours']:>8.3f}  "
-              f"{'yes' if r['done'] else ''}")
+              f"{role}{'yes' if r['done'] else ''}")
     print(f"total: {summary['total_flops']:.3e} FLOPs (6ND), about "
           f"{summary['device_hours']:.2f} {unit} "
           f"({summary['remaining_device_hours']:.2f} remaining); "
           "throughput model: docs/sweep.md")
+    if wsd:  # FLOPs are what each trial trains itself: a branch its cooldown only
+        print(f"warmup-stable-decay: {summary['n_trunks']} trunks and their branches cost "
+              f"{summary['total_flops']:.3e} FLOPs; the same runs trained separately "
+              f"{summary['flops_separate']:.3e}: {100 * summary['wsd_saving']:.1f}% saved")
     if summary["local_problem"]:
         print(f"not runnable on this machine without --address: {summary['local_problem']}")
     return 0
@@ -190,6 +196,10 @@ def cmd_status(args) -> int:
               f"{s['active_budget_flops']:.3g}-FLOP budget spent "
               f"({100 * s['active_spent_flops'] / s['active_budget_flops']:.0f}%; the pending "
               "candidates are not all meant to run)")
+        print(f"  {s['active_left_flops']:.3g} FLOPs left; predicted at the targets "
+              f"(95% interval): " + (", ".join(
+                  f"{k} {v['loss']:.4g} [{v['lo']:.4g}, {v['hi']:.4g}]"
+                  for k, v in s["active_targets"].items()) or s.get("active_targets_note", "")))
     for fmt, f in s["by_format"].items():
         print(f"  {fmt:28} {f['done']:>4}/{f['total']:<4} done  {f['failed']} failed")
     return 0

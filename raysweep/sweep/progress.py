@@ -147,9 +147,10 @@ class SweepCallback(tune.Callback):
         elif "failed_json" in result:  # a trial that reports its own (final) failure
             self.running.discard(trial.trial_id)
             rec = json.loads(result["failed_json"])
-            self._failed(rec["run_id"], rec["error"])
+            self.fail(rec["run_id"], rec["error"])
 
-    def _failed(self, rid: str, error: str) -> None:
+    def fail(self, rid: str, error: str) -> None:
+        """Record a trial (or a WSD branch that cannot start) as failed, with why."""
         self.registry.append(rid, "failed", error=error)
         self.failed += 1
         self.flops_left -= self.flops_by_id.get(rid, 0.0)
@@ -164,7 +165,7 @@ class SweepCallback(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.running.discard(trial.trial_id)
-        self._failed(trial.config.get("run_id", "?"), _error_text(trial))
+        self.fail(trial.config.get("run_id", "?"), _error_text(trial))
 
     def on_experiment_end(self, trials, **info):
         self.table.flush()  # the sweep may go on with another Tuner; it calls close()

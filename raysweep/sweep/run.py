@@ -32,7 +32,8 @@ from raysweep.sweep import reaper
 from raysweep.sweep.cost import device_hours, trial_gpu
 from raysweep.sweep.registry import Registry, StudyLock, reconcile
 from raysweep.sweep.study import Study
-from raysweep.sweep.trials import expand
+from raysweep.sweep.trials import expand, trial_flops, trial_tokens
+from raysweep.train.wsd import branch_checkpoint
 
 # Tune settings that cut per-trial overhead (measured in bench/sweep.py, docs/benchmarks.md):
 # no per-trial JSON/CSV/TensorBoard loggers, rare experiment-state snapshots (the registry
@@ -66,9 +67,9 @@ def plan_rows(study: Study, out: str | Path | None = None) -> list[dict]:
             "run_id": t["run_id"], "format": t["format"], "weights": t["weights"],
             "activations": t["activations"], "size": t["size"], "n_params": t["n_params"],
             "tokens": t["tokens"], "tokens_per_param": t["tokens_per_param"], "seed": t["seed"],
-            "flops": run_flops(t["n_params"], t["tokens"]),
+            "flops": trial_flops(t), "role": t.get("role", "run"),
             "gpu": trial_gpu(study.resources.gpu, t["n_params"]),
-            "device_hours": device_hours(t["n_params"], t["tokens"], t["weights"],
+            "device_hours": device_hours(t["n_params"], trial_tokens(t), t["weights"],
                                          t["activations"], study.resources.gpu,
                                          study.resources.cpu),
             "done": t["run_id"] in done,
@@ -77,8 +78,21 @@ def plan_rows(study: Study, out: str | Path | None = None) -> list[dict]:
 
 
 def plan_summary(study: Study, rows: list[dict]) -> dict:
+    """Totals of the plan; a WSD study also prices its runs trained separately.
+
+    ``flops_separate``: the same (format, N, D, seed) runs each trained from
+    scratch (``6 N D``, no trunks); ``wsd_saving``: ``1 - total / separate``.
+    """
     gpu = any(r["gpu"] > 0 for r in rows)
+    wsd = {}
+    if any(r["role"] != "run" for r in rows):
+        separate = sum(run_flops(r["n_params"], r["tokens"]) for r in rows
+                       if r["role"] != "trunk")
+        total = sum(r["flops"] for r in rows)
+        wsd = {"flops_separate": separate, "wsd_saving": 1.0 - total / separate,
+               "n_trunks": sum(r["role"] == "trunk" for r in rows)}
     return {
+        **wsd,
         "study": study.name, "backend": study.backend, "strategy": study.strategy,
         "n_trials": len(rows), "n_done": sum(r["done"] for r in rows),
         "total_flops": sum(r["flops"] for r in rows),
@@ -100,20 +114,72 @@ def _pool_searcher_cls():
 
         A failed trial is not re-proposed within the run (Tune's FailureConfig
         already retried it); the registry marks it and the next run retries it.
+
+        WSD branches wait: a branch is handed out (ahead of the list: it is short
+        and completes a row) once its trunk's checkpoint at its branch point
+        exists, so it runs beside the rest of its trunk; until then ``suggest``
+        answers None ("nothing now") rather than FINISHED. Only the first waiting
+        branch of each started trunk is looked at (a trunk writes its branch
+        points in step order). A trunk that fails, or ends without a branch's
+        checkpoint (on a cluster: storage the driver does not see), drops the
+        branches it leaves waiting: ``on_drop(run_id, why)`` records each.
         """
 
-        def __init__(self, configs: list[dict]):
+        def __init__(self, configs: list[dict], on_drop=None):
             super().__init__(metric="loss", mode="min")
-            self.configs, self.next = list(configs), 0
+            self.configs = [c for c in configs if c.get("role") != "branch"]
+            self.next = 0
+            self.waiting: dict[str, list[dict]] = {}  # trunk id -> its branches by step
+            for c in configs:
+                if c.get("role") == "branch":
+                    self.waiting.setdefault(c["trunk"], []).append(c)
+            for branches in self.waiting.values():
+                branches.sort(key=lambda c: c["branch_step"])
+            queued = {c["run_id"] for c in self.configs}
+            # trunks this run does not train (done before) have their checkpoints already
+            self.started = {t for t in self.waiting if t not in queued}
+            self.by_trial: dict[str, dict] = {}
+            self.on_drop = on_drop
 
         def suggest(self, trial_id: str):
-            if self.next >= len(self.configs):
-                return Searcher.FINISHED
-            self.next += 1
-            return self.configs[self.next - 1]
+            cfg = self._ready_branch()
+            if cfg is None and self.next < len(self.configs):
+                cfg = self.configs[self.next]
+                self.next += 1
+                if cfg.get("role") == "trunk":
+                    self.started.add(cfg["run_id"])
+            if cfg is None:
+                return None if self.waiting else Searcher.FINISHED
+            self.by_trial[trial_id] = cfg
+            return cfg
+
+        def _ready_branch(self) -> dict | None:
+            for trunk in self.started & self.waiting.keys():
+                if branch_ready(self.waiting[trunk][0]):
+                    return self._pop(trunk)
+            return None
+
+        def _pop(self, trunk: str) -> dict:
+            branches = self.waiting[trunk]
+            cfg = branches.pop(0)
+            if not branches:
+                del self.waiting[trunk]
+            return cfg
 
         def on_trial_complete(self, trial_id, result=None, error=False):
-            pass
+            cfg = self.by_trial.pop(trial_id, None)
+            if not cfg or cfg.get("role") != "trunk" or cfg["run_id"] not in self.waiting:
+                return
+            for b in list(self.waiting.pop(cfg["run_id"])):
+                if not error and branch_ready(b):  # a trunk's checkpoints are all there
+                    self.waiting.setdefault(cfg["run_id"], []).append(b)
+                elif self.on_drop is not None:
+                    why = ("its trunk failed" if error else
+                           f"its trunk ended without the branch-point checkpoint "
+                           f"{branch_checkpoint(b['training']['trunk_dir'], b['branch_step'])}"
+                           " (on a cluster: is the study directory on storage every node "
+                           "shares?)")
+                    self.on_drop(b["run_id"], f"WSD branch not started: {why}")
 
         def save(self, checkpoint_path: str) -> None:  # the registry holds the state
             pass
@@ -124,12 +190,19 @@ def _pool_searcher_cls():
     return PoolSearcher
 
 
-def _searcher(study: Study, pool: list[dict], pending: list[dict], out_dir: Path):
+def branch_ready(cfg: dict) -> bool:
+    """Whether a WSD branch can start: its trunk's checkpoint at its branch point exists."""
+    return cfg["branch_step"] == 0 or os.path.exists(
+        branch_checkpoint(cfg["training"]["trunk_dir"], cfg["branch_step"]))
+
+
+def _searcher(study: Study, pool: list[dict], pending: list[dict], out_dir: Path,
+              on_drop=None):
     if study.strategy == "active":
         from raysweep.active.searcher import make_searcher
 
         return make_searcher(study, pool, str(out_dir))
-    return _pool_searcher_cls()(pending)  # in the order given (_tune: biggest first)
+    return _pool_searcher_cls()(pending, on_drop)  # in the order given (_tune: biggest first)
 
 
 def init_ray(address: str | None = None, dashboard: bool = False, num_cpus: int | None = None,
@@ -279,7 +352,7 @@ def run_study(study: Study, out: str | Path = "runs", max_concurrent: int | None
     with StudyLock(sdir):
         _check_placeable(study, local)
         pool, done = _prepare_dir(study, sdir)
-        pending = [t for t in pool if t["run_id"] not in done]
+        pending = _pending(pool, done)
         summary = {"study": study.name, "dir": str(sdir), "n_trials": len(pool),
                    "already_done": len(pool) - len(pending)}
         if not pending:
@@ -287,7 +360,29 @@ def run_study(study: Study, out: str | Path = "runs", max_concurrent: int | None
                   file=stream or sys.stderr)
             return {**summary, "finished": 0, "failed": 0}
         cb = _callback(study, sdir, pool, pending, done, progress_every_s, stream)
-        return {**summary, **_tune(study, sdir, pool, pending, done, cb, max_concurrent)}
+        try:
+            return {**summary, **_tune(study, sdir, pool, pending, done, cb, max_concurrent)}
+        finally:
+            prune_trunks(sdir, pool, Registry(sdir).done_rows())
+
+
+def _pending(pool: list[dict], done: dict) -> list[dict]:
+    """The trials to run: those not done, and a done WSD trunk whose checkpoints are gone
+    while a branch of it is still to run (its checkpoints are deleted with its last branch)."""
+    need = {t["trunk"] for t in pool if t.get("role") == "branch" and t["run_id"] not in done
+            and not branch_ready(t)}
+    return [t for t in pool if t["run_id"] not in done or t["run_id"] in need]
+
+
+def prune_trunks(sdir: Path, pool: list[dict], done: dict) -> None:
+    """Delete the checkpoint directory of every WSD trunk whose branches are all done."""
+    import shutil
+
+    open_trunks = {t["trunk"] for t in pool if t.get("role") == "branch"
+                   and t["run_id"] not in done}
+    for t in pool:
+        if t.get("role") == "trunk" and t["run_id"] not in open_trunks:
+            shutil.rmtree(t["checkpoint_dir"], ignore_errors=True)
 
 
 def _check_placeable(study: Study, local: bool) -> None:
@@ -326,6 +421,10 @@ def _locate(study: Study, sdir: Path, t: dict) -> None:
     """Where a trial runs: its checkpoint directory, threads, an absolute corpus path."""
     if study.backend == "train":
         t["checkpoint_dir"] = str(sdir / "checkpoints" / t["run_id"])
+    if t.get("role") == "trunk":  # its branch points, kept until its branches are done
+        t["checkpoint_dir"] = str(sdir / "trunks" / t["run_id"])
+    elif t.get("role") == "branch":
+        t["training"]["trunk_dir"] = str(sdir / "trunks" / t["trunk"])
     t["threads"] = max(1, int(study.resources.cpu))
     if study.backend == "train" and study.data not in ("stdlib", "synthetic"):
         # Tune runs each trial in its own directory: a corpus dir relative to where
@@ -337,15 +436,16 @@ def _locate(study: Study, sdir: Path, t: dict) -> None:
 def _callback(study, sdir, pool, pending, done, every_s, stream):
     from raysweep.sweep.progress import SweepCallback
 
-    flops = {t["run_id"]: run_flops(t["n_params"], t["tokens"]) for t in pending}
+    flops = {t["run_id"]: trial_flops(t) for t in pending}
     gpu = max(trial_gpu(study.resources.gpu, t["n_params"]) for t in pending)
     budget, spent0 = None, 0.0
     if study.strategy == "active":  # progress against the FLOP budget, not the whole pool
         budget = study.active.budget_flops
-        spent0 = sum(run_flops(t["n_params"], t["tokens"]) for t in pool if t["run_id"] in done)
+        spent0 = sum(trial_flops(t) for t in pool if t["run_id"] in done)
     return SweepCallback(study.name, sdir, len(pool), len(done), flops,
                          gpu if gpu > 0 else study.resources.cpu, every_s=every_s,
-                         stream=stream, budget_flops=budget, spent0=spent0, rows=done,
+                         stream=stream, budget_flops=budget, spent0=spent0,
+                         rows={k: r for k, r in done.items() if k not in flops},  # a re-run trunk
                          strip_results=study.strategy == "grid")
 
 
@@ -364,7 +464,7 @@ def _tuner(study, sdir, pool, pending, done, cb, max_concurrent):
     return tune.Tuner(
         tune.with_resources(fn, resources),
         tune_config=tune.TuneConfig(
-            search_alg=_searcher(study, pool, pending, sdir),
+            search_alg=_searcher(study, pool, pending, sdir, on_drop=cb.fail),
             num_samples=len(pool) if study.strategy == "active" else len(pending),
             max_concurrent_trials=max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(
@@ -387,9 +487,8 @@ def _tune(study, sdir, pool, pending, done, cb, max_concurrent) -> dict:
     if study.strategy == "active":
         chunks = [pending]  # one searcher decides, one Tuner
     else:  # biggest first (LPT scheduling): the long trials do not end up alone at the end
-        ordered = sorted(pending, key=lambda t: -t["n_params"] * t["tokens"])
         size = int(os.environ.get("RAYSWEEP_TUNER_CHUNK") or TUNER_CHUNK)
-        chunks = [ordered[i:i + size] for i in range(0, len(ordered), size)]
+        chunks = _chunks(pending, size)
     interrupted = False
     try:
         for chunk in chunks:
@@ -407,6 +506,25 @@ def _tune(study, sdir, pool, pending, done, cb, max_concurrent) -> dict:
         prune_tune_storage(sdir)
     return {"finished": cb.finished, "failed": cb.failed, "interrupted": interrupted,
             "wall_s": time.monotonic() - t0}
+
+
+def _chunks(pending: list[dict], size: int) -> list[list[dict]]:
+    """The grid's pending trials in Tuners of about ``size`` trials, biggest unit first.
+
+    A unit is one trial, or a WSD trunk with its pending branches (they share a
+    Tuner: a branch waits for its trunk's checkpoint); units are ordered by
+    their FLOPs, largest first, and never split across Tuners.
+    """
+    units: dict[str, list[dict]] = {}
+    for t in pending:
+        units.setdefault(t.get("trunk") or t["run_id"], []).append(t)
+    ordered = sorted(units.values(), key=lambda u: -sum(trial_flops(t) for t in u))
+    chunks: list[list[dict]] = [[]]
+    for unit in ordered:
+        if chunks[-1] and len(chunks[-1]) + len(unit) > size:
+            chunks.append([])
+        chunks[-1].extend(sorted(unit, key=lambda t: t.get("role") == "branch"))
+    return chunks
 
 
 def _release_memory() -> None:
@@ -482,7 +600,7 @@ def status_summary(study: Study, out: str | Path) -> dict:
         st = rec["status"] if rec else "pending"
         st = st if st in counts else "failed"
         counts[st] += 1
-        spent += run_flops(t["n_params"], t["tokens"]) if st != "pending" else 0.0
+        spent += trial_flops(t) if st != "pending" else 0.0
         f = by_format.setdefault(t["format"], {"total": 0, "done": 0, "failed": 0})
         f["total"] += 1
         f["done"] += st in DONE
@@ -494,8 +612,11 @@ def status_summary(study: Study, out: str | Path) -> dict:
     n_table = len(read_table(table)) if table is not None else None  # rows, not csv lines
     active = {}
     if study.strategy == "active":  # it runs part of the pool: progress is the FLOP budget
+        from raysweep.active.status import active_status  # the fit: only for active studies
+
         active = {"active_budget_flops": study.active.budget_flops,
-                  "active_spent_flops": spent}
+                  "active_spent_flops": spent,
+                  **active_status(study.active, pool, state, spent)}
     return {
         **active,
         "study": study.name, "dir": str(sdir), "n_trials": len(pool),

@@ -87,7 +87,14 @@ def _labels(cfg: dict) -> dict:
     keys = ("run_id", "study", "format", "weights", "activations", "size", "n_params",
             "n_layers", "d_model", "tokens", "tokens_per_param", "seed")
     # "backend" in a train() row is the kernel backend; the sweep's is "sweep_backend"
-    return {**{k: cfg[k] for k in keys}, "sweep_backend": cfg["backend"]}
+    out = {**{k: cfg[k] for k in keys}, "sweep_backend": cfg["backend"]}
+    if cfg.get("role"):  # a WSD trunk or branch: trunk_id is the trunk's trial id
+        sched = cfg["training"]["schedule"]
+        trunk = cfg["role"] == "trunk"
+        out.update(role=cfg["role"], trunk_id=cfg["run_id"] if trunk else cfg["trunk"],
+                   branch_step=max(cfg["branch_points"]) if trunk else cfg["branch_step"],
+                   cooldown=sched["cooldown"], schedule=sched["kind"])
+    return out
 
 
 def run_simulated(cfg: dict) -> dict:
@@ -98,9 +105,23 @@ def run_simulated(cfg: dict) -> dict:
     if sim.get("fail_prob") and random.random() < sim["fail_prob"]:
         raise RuntimeError(f"simulated failure (fail_prob={sim['fail_prob']})")
     loss = simulated_loss(cfg)
+    if cfg.get("role") == "trunk":  # its branches wait for these (as for a trained trunk's)
+        _simulated_trunk_checkpoints(cfg)
     return {**_labels(cfg), "loss": loss, "train_loss": loss, **_spec_columns(cfg),
             "flops": run_flops(cfg["n_params"], cfg["tokens"]), "wall_s": time.perf_counter() - t0,
             "status": "ok", "error": ""}
+
+
+def _simulated_trunk_checkpoints(cfg: dict) -> None:
+    """Empty stand-ins of a trunk's branch-point checkpoints (simulated branches read none)."""
+    import os
+
+    from raysweep.train.wsd import branch_checkpoint
+
+    os.makedirs(cfg["checkpoint_dir"], exist_ok=True)
+    for step in cfg["branch_points"]:
+        with open(branch_checkpoint(cfg["checkpoint_dir"], step), "ab"):
+            pass
 
 
 _REPLAY_CACHE: dict[str, Any] = {}
@@ -148,7 +169,9 @@ def run_train(cfg: dict, report: Callable[[dict], None] | None = None) -> dict:
     ckpt = cfg.get("checkpoint_dir")
     tc = train_config(cfg, ckpt, threads=int(cfg.get("threads", 1)))
     row = train(tc, report)
-    if ckpt:  # finished: the row is the result; a 200M model's state is gigabytes
+    # finished: the row is the result; a 200M model's state is gigabytes (a WSD trunk's
+    # directory holds its branch points: the sweep deletes it once its branches are done)
+    if ckpt and cfg.get("role") != "trunk":
         shutil.rmtree(ckpt, ignore_errors=True)
     return {**row, **_labels(cfg), "n_params": row.get("n_params", cfg["n_params"])}
 

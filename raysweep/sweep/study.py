@@ -60,7 +60,7 @@ STRATEGIES = ("grid", "active")
 # Keys of a train() config that a study sets per trial (not under ``training:``).
 TRIAL_AXES = ("size", "n_layers", "d_model", "n_heads", "weights", "activations", "tokens",
               "tokens_per_param", "seed", "data", "threads", "checkpoint_dir", "run_id",
-              "study", "format")
+              "study", "format", "branches", "trunk_dir", "trunk_id")
 TOP_KEYS = ("version", "name", "description", "backend", "data", "vocab", "sizes",
             "tokens_per_param", "tokens", "seeds", "representations", "training",
             "resources", "search", "simulated", "replay", "retries")
@@ -217,6 +217,7 @@ def parse_study(raw: Any, path: str = "<string>") -> Study:
         simulated=simulated, replay=replay, retries=retries, path=path,
     )
     _check_size(study)
+    _check_schedule(f, study)
     pool = expand(study)  # fails here (not mid-run) on duplicate trials or unknown sizes
     if study.strategy == "active":  # its options too, so plan and run agree
         from raysweep.active.options import parse_options
@@ -454,6 +455,23 @@ def _check_template(f, key, tmpl, axes) -> None:
 
 def _fmt(v):
     return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+
+def _check_schedule(f, study) -> None:
+    """A WSD study (trunks and branches) needs trained or simulated grid trials."""
+    sched = study.training.get("schedule") or {}
+    if sched.get("kind") != "wsd":
+        return
+    key = "training.schedule"
+    if study.backend not in ("train", "simulated"):
+        raise err(f, "backend", study.backend, "a WSD schedule trains trunks and branches",
+                  ["train", "simulated"])
+    if study.strategy != "grid":
+        raise err(f, "search.strategy", study.strategy, "a WSD study runs as a grid (the "
+                  "active search does not choose branch points yet)", ["grid"])
+    if sched.get("warmup_tokens") is not None:
+        raise err(f, f"{key}.warmup_tokens", sched["warmup_tokens"], "set by the sweep (the "
+                  "warm-up fraction of each trunk's shortest D)", "schedule.warmup: F")
 
 
 def _resources(f, raw):
