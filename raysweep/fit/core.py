@@ -13,10 +13,17 @@ A table without dense rows cannot separate the scale of rho from A (with one
 family, ``A L^-alpha`` is one number): the law is then fitted jointly from a
 coarse combined grid and the result is flagged ``not_identified``.
 
-Bootstrap (``bootstrap=K``): runs are resampled with replacement *within each
-representation label* (so every format stays in every replicate), each
-replicate is refitted by one L-BFGS-B run warm-started at the point estimate,
-on two worker processes; intervals are the 2.5/97.5 percentiles.
+Bootstrap (``bootstrap=K``): *clusters* of runs are resampled with replacement,
+a cluster being one (N, D) configuration (all formats and seeds of that
+configuration move together), or one ``trunk_id`` when the table has that column
+(the runs of one warmup-stable-decay trunk share their noise). Each replicate is a
+full refit, the same staged multistart as the point estimate, on two worker
+processes; the replicates are drawn from ``seed`` in the parent, so the result
+does not depend on the number of workers. Intervals are the 2.5/97.5
+percentiles; :func:`bootstrap_diagnostics` gives the bootstrap bias and flags
+skewed or multi-modal replicate distributions. Prediction intervals
+(:meth:`FitResult.predict_interval`) add a resampled residual to each
+replicate's prediction, so they include the run-to-run noise.
 """
 
 from __future__ import annotations
@@ -45,6 +52,10 @@ CI_LEVEL = 0.95
 WIDE_RATIO = 4.0  # A, B, E, gamma: an interval wider than a factor 4 is "wide"
 WIDE_REL = 1.0  # other parameters: an interval wider than the estimate itself is "wide"
 EDGE_REL = 1e-4  # a parameter this close to a bound (fraction of its range) is at the bound
+CLUSTER_COLUMN = "trunk_id"  # rows sharing a value share their noise: one bootstrap cluster
+SKEW_LIMIT = 0.5  # |quantile skewness| of the replicates above this: "skewed"
+BIMODAL_LIMIT = 0.62  # Sarle's bimodality coefficient above this (uniform: 5/9): "multimodal"
+PI_DRAWS = 20  # residual draws per bootstrap replicate in a prediction interval
 
 
 class FitStatus(str, enum.Enum):
@@ -74,17 +85,59 @@ class FitResult:
     model: Law = field(repr=False)
     samples: tuple = field(default=(), repr=False)  # bootstrap thetas
     share: dict = field(default_factory=dict)  # family -> family whose curve it shares
+    fixed: dict = field(default_factory=dict)  # reported name -> why it is held fixed
+    free: dict = field(default_factory=dict)  # fixed-by-default names left free, and why
+    ranges: dict = field(default_factory=dict)  # what the law was fitted on
+    bootstrap: dict = field(default_factory=dict)  # clusters, bias, skewed, multimodal
+    residuals: tuple = field(default=(), repr=False)  # log residuals, df-inflated
 
     def to_json(self) -> dict:
-        """Exactly the fields of the ``raysweep fit --json`` contract."""
-        return {"law": self.law, "n_points": self.n_points, "params": self.params,
-                "capacity": self.capacity, "rho": self.rho, "ci": self.ci,
-                "fit_error": self.fit_error, "holdout_error": self.holdout_error}
+        """The ``raysweep fit --json`` contract's fields, then (extensions) ``fixed``,
+        ``free``, ``ranges``, and with a bootstrap ``bootstrap`` (diagnostics) and
+        ``prediction`` (replicates and residuals: what prediction intervals need)."""
+        out = {"law": self.law, "n_points": self.n_points, "params": self.params,
+               "capacity": self.capacity, "rho": self.rho, "ci": self.ci,
+               "fit_error": self.fit_error, "holdout_error": self.holdout_error,
+               "fixed": self.fixed, "free": self.free, "ranges": self.ranges}
+        if self.samples:
+            out["bootstrap"] = self.bootstrap
+            out["prediction"] = {
+                "residuals_log": list(self.residuals),
+                "replicates": [{"params": self.model.params(t),
+                                "capacity": self.model.capacity(t)}
+                               for t in np.array(self.samples)]}
+        return out
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
         """Predicted losses for the rows of ``df`` (same columns as the fitted table)."""
         design = make_design(df, clean=False, share=self.share)
         return np.exp(self.model.predict(np.array(self.theta), design, jac=False)[0])
+
+    def predict_interval(self, df: pd.DataFrame, level: float = CI_LEVEL,
+                         seed: int = 0) -> dict:
+        """Predicted loss of each row of ``df`` with a ``level`` prediction interval.
+
+        The interval is that of ``exp(pred_b + r)``: ``pred_b`` the log-loss of
+        bootstrap replicate b (the law's uncertainty), ``r`` one of the fit's log
+        residuals drawn at random (:data:`PI_DRAWS` per replicate; the residuals are
+        inflated by sqrt(n / (n - p)) for the parameters fitted), so it is meant to
+        hold a new run, noise included. Returns ``{"loss", "lo", "hi"}`` arrays; a fit
+        without a bootstrap is a FitError (there is no law uncertainty to draw from).
+        """
+        if not self.samples:
+            raise FitError("prediction intervals need a bootstrap (bootstrap=K > 0, "
+                           "raysweep fit --bootstrap K)")
+        design = make_design(df, clean=False, share=self.share)
+        point = self.model.predict(np.array(self.theta), design, jac=False)[0]
+        reps = np.array([self.model.predict(t, design, jac=False)[0]
+                         for t in np.array(self.samples)])
+        res = np.asarray(self.residuals, float)
+        rng = np.random.default_rng(seed)
+        draws = reps[:, None, :] + rng.choice(res, size=(len(reps), PI_DRAWS, 1))
+        draws = draws.reshape(-1, design.n)
+        q = 50 * (1 - level), 50 * (1 + level)
+        lo, hi = np.percentile(draws, q, axis=0)
+        return {"loss": np.exp(point), "lo": np.exp(lo), "hi": np.exp(hi)}
 
 
 def fit_table(df: pd.DataFrame, law: str = "unified", bootstrap: int = 0,
@@ -94,7 +147,9 @@ def fit_table(df: pd.DataFrame, law: str = "unified", bootstrap: int = 0,
     Options: ``delta`` (Huber, default 1e-3), ``keep`` (L-BFGS-B runs per stage,
     default 8), ``workers`` (bootstrap processes, default 2), ``share`` (a dict
     mapping a family onto another whose capacity curve it shares, e.g.
-    ``{"noise": "int"}``).
+    ``{"noise": "int"}``), ``capacity_L`` (unified law: ``"auto"``, the default,
+    fixes a family's L at 1 unless it has >= 4 GMSE levels including one above 6
+    bits; ``"free"``; ``"fixed"``).
     """
     with _one_blas_thread():
         return _fit_table(df, law, bootstrap, holdout, seed, **opts)
@@ -111,10 +166,11 @@ def _one_blas_thread():
 
 
 def _fit_table(df, law, bootstrap, holdout, seed, **opts) -> FitResult:
-    unknown = set(opts) - {"delta", "keep", "workers", "share"}
+    unknown = set(opts) - {"delta", "keep", "workers", "share", "capacity_L"}
     if unknown:
         raise FitError(f"fit_table: unknown option(s) {sorted(unknown)}; allowed: delta, keep, "
-                       "workers, share")
+                       "workers, share, capacity_L")
+    capacity_L = opts.get("capacity_L", "auto")
     share = dict(opts.get("share") or {})
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in share.items()):
         raise FitError(f"fit_table: share must map family names to family names, got {share!r}")
@@ -125,24 +181,35 @@ def _fit_table(df, law, bootstrap, holdout, seed, **opts) -> FitResult:
     held = _holdout_rows(df, holdout)
     train_df = df[~held]
     design = make_design(train_df, clean=False, share=share)
-    model = make_law(law, design)
+    clusters = cluster_ids(train_df)
+    model = make_law(law, design, capacity_L)
     used = model.rows_used(design)
     if not used.all():
         notes.append(f"{law} law: {int((~used).sum())} row(s) outside its scope left out")
         design = design.take(np.flatnonzero(used))
-        model = make_law(law, design)
+        clusters = clusters[used]
+        model = make_law(law, design, capacity_L)
     _check_size(design, model)
-    theta, flags = _staged_fit(model, design, delta, int(opts.get("keep", 8)))
+    keep = int(opts.get("keep", 8))
+    theta, flags = _staged_fit(model, design, delta, keep)
     flags.update(_identification(model, design, theta))
-    samples = ()
+    samples = np.zeros((0, len(theta)))
     ci: dict = {}
+    boot: dict = {}
     if bootstrap > 0:
         samples = _bootstrap(model, design, theta, bootstrap, seed, delta,
-                             int(opts.get("workers", 2)))
-        ci = _intervals(model, design, theta, np.array(samples))
+                             int(opts.get("workers", 2)), clusters=clusters, keep=keep)
+        ci = _intervals(model, design, theta, samples)
+        for name in model.fixed_why:
+            ci.pop(name, None)
         for name, why in _wide(model, theta, ci).items():
             flags.setdefault(name, why)  # "at the bound" / "not identified" say more
+        boot = bootstrap_diagnostics(model, design, theta, samples)
+        boot.update(replicates=int(bootstrap), clusters=int(len(np.unique(clusters))),
+                    cluster_by=(CLUSTER_COLUMN if any(c.startswith("trunk:") for c in clusters)
+                                else "(n_params, tokens)"), method="full staged refit")
     pred, _ = model.predict(theta, design, jac=False)
+    resid = _inflated_residuals(design.log_loss - pred, len(model.names) - len(model.fixed))
     hold_err = {"rmse_log": None, "rmse": None, "n": 0}
     if held.any():
         hd = make_design(df[held], clean=False, share=share)
@@ -150,13 +217,64 @@ def _fit_table(df, law, bootstrap, holdout, seed, **opts) -> FitResult:
     status = (FitStatus.NOT_IDENTIFIED if any(v.startswith("not identified") for v in
                                                 flags.values())
               else FitStatus.WIDE_INTERVALS if flags else FitStatus.OK)
-    return FitResult(
+    res = FitResult(
         law=law, n_points=design.n, params=model.params(theta), capacity=model.capacity(theta),
         rho=_rho_table(model, theta, df, share), ci=ci,
         fit_error=_errors(design.log_loss, pred), holdout_error=hold_err, status=status,
         flags=flags, notes=tuple(notes) + design.notes, theta=tuple(map(float, theta)),
         model=model, samples=tuple(map(tuple, samples)), share=share,
+        fixed=dict(model.fixed_why), free=dict(model.free_why),
+        ranges=fitted_ranges(design), bootstrap=boot, residuals=tuple(map(float, resid)),
     )
+    if held.any() and res.samples:
+        _holdout_coverage(res, df[held], hold_err)
+    return res
+
+
+def cluster_ids(df: pd.DataFrame) -> np.ndarray:
+    """Bootstrap cluster of each row: its ``trunk_id`` when the table has that column
+    (an empty or missing value, a plain run: the row's own (N, D) configuration), else
+    its (N, D)."""
+    nd = [f"{n!r}/{t!r}" for n, t in zip(df["n_params"], df["tokens"])]
+    if CLUSTER_COLUMN in df.columns:
+        return np.array([f"nd:{k}" if pd.isna(t) or str(t).strip() == "" else f"trunk:{t}"
+                         for t, k in zip(df[CLUSTER_COLUMN], nd)])
+    return np.array(nd)
+
+
+def fitted_ranges(design: Design) -> dict:
+    """What the law was fitted on: [min, max] of n_params and tokens, and per family the
+    GMSE range of its parts (``raysweep predict --law`` flags extrapolation beyond it)."""
+    fams: dict = {}
+    for parts in design.row_parts:
+        for p in parts:
+            lo, hi = fams.get(p.family, (p.gmse, p.gmse))
+            fams[p.family] = (min(lo, p.gmse), max(hi, p.gmse))
+    n, d = np.exp(design.log_n), np.exp(design.log_d)
+    return {"n_params": [float(n.min()), float(n.max())],
+            "tokens": [float(d.min()), float(d.max())],
+            "gmse": {f: [float(lo), float(hi)] for f, (lo, hi) in sorted(fams.items())}}
+
+
+def _inflated_residuals(r: np.ndarray, p: int) -> np.ndarray:
+    """Log residuals scaled by sqrt(n / (n - p)): a fitted residual is smaller than the
+    noise by about that factor (p parameters absorb part of it)."""
+    n = len(r)
+    return r * math.sqrt(n / max(n - p, 1))
+
+
+def _holdout_coverage(res: FitResult, held_df: pd.DataFrame, hold_err: dict) -> None:
+    """Held-out runs inside their 95% prediction interval (``in_pi95``, ``pi95_coverage``)."""
+    ok = []
+    for i in range(len(held_df)):
+        try:
+            pi = res.predict_interval(held_df.iloc[[i]])
+        except FitError:  # a format the law cannot predict (counted out in holdout_error)
+            continue
+        y = float(held_df["loss"].iloc[i])
+        ok.append(bool(pi["lo"][0] <= y <= pi["hi"][0]))
+    hold_err["in_pi95"] = int(sum(ok))
+    hold_err["pi95_coverage"] = float(np.mean(ok)) if ok else None
 
 
 def _holdout_rows(df: pd.DataFrame, expr: str | None) -> np.ndarray:
@@ -430,7 +548,9 @@ def _identification(model: Law, design: Design, theta: np.ndarray) -> dict:
         flags["beta"] = "not identified: a single token count D (B, beta and E trade off)"
     for group, why in model.identified_groups(design).items():
         flags[group] = "not identified: " + why
-    for name, x, (lo, hi) in zip(model.names, theta, model.bounds):
+    for i, (name, x, (lo, hi)) in enumerate(zip(model.names, theta, model.bounds)):
+        if i in model.fixed:
+            continue
         # L-BFGS-B with the Huber loss may stop a hair inside the bound (1e-5 of the range
         # seen on real tables), so "at the bound" is within 1e-4 of the range.
         if min(x - lo, hi - x) < EDGE_REL * max(1.0, hi - lo):
@@ -455,26 +575,48 @@ def reported_name(internal: str) -> str:
 
 
 def _refit_chunk(args) -> list[np.ndarray]:
-    """Worker: refit bootstrap replicates given as index arrays (module level: picklable)."""
-    model, design, theta, delta, index_sets = args
+    """Worker: full staged refits of bootstrap replicates given as index arrays (module
+    level, plain arguments: picklable, so it runs under spawn as under fork)."""
+    model, design, delta, keep, index_sets = args
     out = []
     with _one_blas_thread():
         for idx in index_sets:
-            x, _ = polish(Objective(model, design.take(idx), delta), theta, maxiter=1500)
+            x, _ = _staged_fit(model, design.take(idx), delta, keep)
             out.append(x)
     return out
 
 
-def _bootstrap(model, design, theta, k, seed, delta, workers) -> np.ndarray:
+def resample_clusters(clusters: np.ndarray, k: int, seed: int,
+                      labels: tuple | None = None) -> list[np.ndarray]:
+    """``k`` bootstrap index sets: clusters drawn with replacement, every row of a drawn
+    cluster taken. A draw that loses a representation label present in ``labels`` is
+    redrawn (up to 20 times): a replicate without a format cannot refit its rho."""
     rng = np.random.default_rng(seed)
-    groups = {}
-    for i, lab in enumerate(design.labels):
-        groups.setdefault(lab, []).append(i)
-    index_sets = [np.concatenate([rng.choice(g, size=len(g), replace=True)
-                                  for g in groups.values()]) for _ in range(k)]
+    keys, inv = np.unique(clusters, return_inverse=True)
+    members = [np.flatnonzero(inv == c) for c in range(len(keys))]
+    want = set(labels) if labels is not None else set()
+    out = []
+    for _ in range(k):
+        for _try in range(20):
+            pick = rng.integers(0, len(keys), size=len(keys))
+            idx = np.concatenate([members[c] for c in pick])
+            if not want or {labels[i] for i in idx} >= want:
+                break
+        out.append(idx)
+    return out
+
+
+def _bootstrap(model, design, theta, k, seed, delta, workers, clusters=None,
+               keep: int = 8) -> np.ndarray:
+    """``k`` full refits on cluster resamples (clusters: one id per row of ``design``;
+    default: its (N, D) configurations); ``theta`` is unused by the refits (kept for the
+    callers' signature)."""
+    if clusters is None:
+        clusters = np.array([f"{a!r}/{b!r}" for a, b in zip(design.log_n, design.log_d)])
+    index_sets = resample_clusters(np.asarray(clusters), k, seed, design.labels)
     workers = max(1, min(workers, os.cpu_count() or 1, k))
     chunks = [index_sets[i::workers] for i in range(workers)]
-    tasks = [(model, design, theta, delta, c) for c in chunks]
+    tasks = [(model, design, delta, keep, c) for c in chunks]
     results = None
     if workers > 1:
         # fork is fast; spawn is safe when the caller holds threads (torch, ray loaded)
@@ -492,6 +634,64 @@ def _bootstrap(model, design, theta, k, seed, delta, workers) -> np.ndarray:
     return out
 
 
+def _quantile_skew(x: np.ndarray) -> float:
+    """Quantile skewness of the central 95%: (q97.5 + q2.5 - 2 median) / (q97.5 - q2.5),
+    in [-1, 1], 0 for a symmetric distribution (Bowley's measure on wider quantiles)."""
+    lo, med, hi = np.percentile(x, [2.5, 50, 97.5])
+    return 0.0 if hi - lo <= 1e-12 * max(1.0, abs(med)) else float((hi + lo - 2 * med) / (hi - lo))
+
+
+def _bimodality(x: np.ndarray) -> float:
+    """Sarle's bimodality coefficient (g1^2 + 1) / (g2 + 3 (n-1)^2 / ((n-2)(n-3))), with
+    g1, g2 the sample skewness and excess kurtosis: 1/3 for a normal, 5/9 for a uniform;
+    a two-peaked sample goes above."""
+    n = len(x)
+    s = x.std()
+    if n < 4 or s <= 1e-12 * max(1.0, abs(x.mean())):
+        return 0.0
+    z = (x - x.mean()) / s
+    g1, g2 = float(np.mean(z ** 3)), float(np.mean(z ** 4) - 3.0)
+    return (g1 * g1 + 1.0) / (g2 + 3.0 * (n - 1) ** 2 / ((n - 2) * (n - 3)))
+
+
+def bootstrap_diagnostics(model: Law, design: Design, theta: np.ndarray,
+                          samples: np.ndarray) -> dict:
+    """Bootstrap bias (replicate mean minus estimate) of every reported parameter and rho,
+    and the ones whose replicate distribution is ``skewed`` (|quantile skewness| >
+    :data:`SKEW_LIMIT`) or ``multimodal`` (bimodality coefficient > :data:`BIMODAL_LIMIT`);
+    fixed parameters are left out. Needs 10 replicates or more for the two tests."""
+    est = {**_flat(model, theta), **_rho_samples(model, design, theta[None, :])[1]}
+    flat, rhos = [_flat(model, s) for s in samples], _rho_samples(model, design, samples)[0]
+    bias, skewed, multimodal = {}, {}, {}
+    for name, x0 in est.items():
+        if name in model.fixed_why:
+            continue
+        x = (np.array([f[name] for f in flat]) if name in flat[0]
+             else np.asarray(rhos[name], float))
+        bias[name] = float(np.mean(x) - x0)
+        if len(x) < 10:
+            continue
+        q, bc = _quantile_skew(x), _bimodality(x)
+        if abs(q) > SKEW_LIMIT:
+            skewed[name] = round(q, 3)
+        if bc > BIMODAL_LIMIT:
+            multimodal[name] = round(bc, 3)
+    return {"bias": bias, "skewed": skewed, "multimodal": multimodal,
+            "skew_limit": SKEW_LIMIT, "bimodal_limit": BIMODAL_LIMIT}
+
+
+def _rho_samples(model: Law, design: Design, samples: np.ndarray) -> tuple[dict, dict]:
+    """rho of each compressed label of ``design`` per sample: ({"rho[lab]": array}, the
+    first sample's values as {"rho[lab]": float})."""
+    labels = sorted(set(design.labels))
+    first = {lab: design.labels.index(lab) for lab in labels}
+    one = design.take(np.array([first[lab] for lab in labels]))
+    rhos = np.array([model.rho(s, one) for s in samples])
+    out = {f"rho[{lab}]": rhos[:, j] for j, lab in enumerate(labels)
+           if not design.dense[first[lab]]}
+    return out, {k: float(v[0]) for k, v in out.items()}
+
+
 def _flat(model: Law, theta: np.ndarray) -> dict[str, float]:
     """Reported parameters, capacity ones as ``family.NAME``."""
     out = dict(model.params(theta))
@@ -501,18 +701,14 @@ def _flat(model: Law, theta: np.ndarray) -> dict[str, float]:
 
 
 def _intervals(model, design, theta, samples) -> dict:
+    """95% percentile intervals of every reported parameter and of each format's rho."""
     lo_q, hi_q = 50 * (1 - CI_LEVEL), 50 * (1 + CI_LEVEL)
+    samples = np.asarray(samples)
     flat = [_flat(model, s) for s in samples]
     ci = {name: [float(np.percentile([f[name] for f in flat], lo_q)),
                  float(np.percentile([f[name] for f in flat], hi_q))] for name in flat[0]}
-    labels = sorted(set(design.labels))
-    first = {lab: design.labels.index(lab) for lab in labels}
-    one = design.take(np.array([first[lab] for lab in labels]))
-    rhos = np.array([model.rho(s, one) for s in samples])
-    for j, lab in enumerate(labels):
-        if not design.dense[first[lab]]:
-            ci[f"rho[{lab}]"] = [float(np.percentile(rhos[:, j], lo_q)),
-                                 float(np.percentile(rhos[:, j], hi_q))]
+    for name, x in _rho_samples(model, design, samples)[0].items():
+        ci[name] = [float(np.percentile(x, lo_q)), float(np.percentile(x, hi_q))]
     return ci
 
 

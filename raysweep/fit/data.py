@@ -210,6 +210,12 @@ def clean_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     NaN loss; a run that diverged has status ``diverged`` and is left out)."""
     check_columns(df)
     notes = []
+    if "role" in df.columns:  # a warmup-stable-decay trunk's row is no run of its D
+        trunk = df["role"].astype(str) == "trunk"
+        if trunk.any():
+            notes.append(f"{int(trunk.sum())} trunk row(s) (role 'trunk': constant LR, not a "
+                         "run of their D) left out")
+            df = df[~trunk]
     if "status" in df.columns:
         bad = df["status"].astype(str) != "ok"
         if bad.any():

@@ -100,14 +100,32 @@ def lse_law(a, b, e, alpha, beta, x: np.ndarray, z: np.ndarray):
     The one home of the law's log-space form: the fitter and the active search's
     surrogate both use it.
     """
-    u = np.stack([a - alpha * x, b - beta * z, np.full(len(x), e)], axis=1)
-    pred, w = lse_rows(u)
+    u0, u1 = a - alpha * x, b - beta * z
+    m = np.maximum(np.maximum(u0, u1), e)
+    e0, e1, e2 = np.exp(u0 - m), np.exp(u1 - m), np.exp(e - m)
+    s = e0 + e1 + e2
+    pred = m + np.log(s)
     J = np.empty((len(x), 6))
-    J[:, 0], J[:, 1], J[:, 2] = w[:, 0], w[:, 1], w[:, 2]
-    J[:, 3] = -w[:, 0] * x
-    J[:, 4] = -w[:, 1] * z
-    J[:, 5] = -alpha * w[:, 0]
+    J[:, 0], J[:, 1], J[:, 2] = e0 / s, e1 / s, e2 / s
+    J[:, 3] = -J[:, 0] * x
+    J[:, 4] = -J[:, 1] * z
+    J[:, 5] = -alpha * J[:, 0]
     return pred, J
+
+
+# capacity_L: "auto" (the rule below), "free" or "fixed" (at L = 1) for every family
+CAPACITY_L = ("auto", "free", "fixed")
+L_FREE_LEVELS = 4  # a family's L is free by default with this many GMSE levels...
+L_FREE_BITS = 6.0  # ...one of them above this many effective bits (log_{1/4} GMSE)
+
+
+def gmse_levels(design: Design, family: str) -> tuple[int, float]:
+    """Distinct GMSE levels of ``family``'s parts in ``design`` and the highest effective
+    bits ``log_{1/4} GMSE`` among them (0 when the family has no part)."""
+    levels = {round(p.gmse, 12) for parts in design.row_parts for p in parts
+              if p.family == family}
+    pos = [g for g in levels if g > 0]
+    return len(levels), (max(-math.log(g) / LN4 for g in pos) if pos else 0.0)
 
 
 def grid_points(grid: dict[str, tuple | np.ndarray], names: tuple[str, ...]) -> np.ndarray:
@@ -122,6 +140,11 @@ class Law:
     """
 
     name = "chinchilla"
+    # internal parameters held at a value (index -> value) and why (reported name -> why);
+    # free_why says why a parameter that is fixed by default is free here
+    fixed: dict[int, float] = {}
+    fixed_why: dict[str, str] = {}
+    free_why: dict[str, str] = {}
 
     def __init__(self, design: Design):
         self.cap_names: tuple[str, ...] = ()
@@ -134,7 +157,21 @@ class Law:
 
     @property
     def bounds(self) -> tuple[tuple[float, float], ...]:
-        return BASE_BOUNDS + self.cap_bounds
+        """Box of every internal parameter; a fixed one has equal ends (its value)."""
+        out = BASE_BOUNDS + self.cap_bounds
+        if self.fixed:
+            out = tuple((self.fixed[i], self.fixed[i]) if i in self.fixed else b
+                        for i, b in enumerate(out))
+        return out
+
+    def center_matrix(self, design: Design) -> np.ndarray:
+        """``M`` with ``theta = M u``, u the centred coordinates the optimizer moves:
+        ``a = a_c + alpha * mean(ln N)``, ``b = b_c + beta * mean(ln D)``
+        (:mod:`raysweep.fit.optimize`)."""
+        M = np.eye(len(self.names))
+        M[0, 3] = float(np.mean(design.log_n))
+        M[1, 4] = float(np.mean(design.log_d))
+        return M
 
     def cap_grid(self) -> np.ndarray:
         """Starting points for the capacity parameters (rows), or an empty (1, 0) array."""
@@ -163,6 +200,18 @@ class Law:
         J[:, :5] = j6[:, :5]
         J[:, 5:] = j6[:, 5:6] * jr
         return pred, J
+
+    def predict_many(self, thetas: np.ndarray, design: Design) -> np.ndarray:
+        """Predicted ln L (k x n) for k parameter vectors at once: broadcast over the
+        starts when the law has no capacity parameters (the dense stage's 4500-point
+        grid), else one :meth:`predict` per vector."""
+        thetas = np.atleast_2d(np.asarray(thetas, float))
+        if self.names != BASE or type(self).predict is not Law.predict:
+            return np.array([self.predict(t, design, jac=False)[0] for t in thetas])
+        lr = self.log_rho(np.zeros(0), design)[0]
+        a, b, e, alpha, beta = (thetas[:, j:j + 1] for j in range(5))
+        return np.logaddexp(np.logaddexp(a - alpha * (design.log_n + lr), b - beta * design.log_d),
+                            e)
 
     # -- reporting ----------------------------------------------------------------
     def params(self, theta: np.ndarray) -> dict[str, float]:
@@ -239,18 +288,24 @@ class _PerFamily(Law):
 
     def log_rho(self, cap, design):
         rows, fams, g, roles = design.part_arrays()
-        fam_map = self._fam_map(design)
         k = len(self.per_family)
-        lr, J = np.zeros(design.n), np.zeros((design.n, len(cap)))
+        n, m = design.n, len(cap)
         if len(rows) == 0:
-            return lr, J
-        f = fam_map[fams]
+            return np.zeros(n), np.zeros((n, m))
+        f, flat = design.memo((self.name, self.families), lambda: self._scatter(design, k, m))
         P = cap.reshape(-1, k)[f]
         val, dval = self.part_curve(P, g, self._aux(design, roles))
-        np.add.at(lr, rows, val)
-        for j in range(k):
-            np.add.at(J, (rows, f * k + j), dval[:, j])
+        lr = np.bincount(rows, weights=val, minlength=n)
+        J = np.bincount(flat.ravel(), weights=dval.ravel(), minlength=n * m).reshape(n, m)
         return lr, J
+
+    def _scatter(self, design: Design, k: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per part: its family's index in this law, and the flat (row, column) index of
+        each of its k Jacobian entries in the n x m Jacobian (for np.bincount)."""
+        rows, fams, _, _ = design.part_arrays()
+        f = self._fam_map(design)[fams]
+        flat = rows[:, None] * m + f[:, None] * k + np.arange(k)[None, :]
+        return f, flat
 
     def _aux(self, design: Design, roles: np.ndarray) -> np.ndarray:
         return roles
@@ -285,9 +340,12 @@ class _PerFamily(Law):
         for fam in self.families:
             levels = {round(p.gmse, 12) for parts in design.row_parts for p in parts
                       if p.family == fam}
-            if len(levels) < len(self.per_family):
+            i = self.families.index(fam)
+            k = len(self.per_family)
+            n_free = sum(5 + i * k + j not in self.fixed for j in range(k))
+            if len(levels) < n_free:
                 out[fam] = (f"family {fam!r} has {len(levels)} distinct GMSE level(s), fewer than "
-                            f"its {len(self.per_family)} capacity parameters: its curve is not "
+                            f"its {n_free} free capacity parameters: its curve is not "
                             "identified (the rho of its formats still is)")
         return out
 
@@ -304,6 +362,29 @@ class Unified(_PerFamily):
     per_family = ("logL", "F", "C")
     bounds_each = ((-8.0, 1.0), (1e-3, 20.0), (1e-2, 20.0))
     grid_each = ((0.0, -0.5), (0.2, 0.5, 1.0), (0.7, 1.5, 3.0))
+
+    def __init__(self, design: Design, capacity_L: str = "auto"):
+        super().__init__(design)
+        if capacity_L not in CAPACITY_L:
+            raise FitError(f"capacity_L {capacity_L!r}: allowed: {list(CAPACITY_L)}")
+        self.capacity_L = capacity_L
+        self.fixed, self.fixed_why, self.free_why = {}, {}, {}
+        for i, fam in enumerate(self.families):
+            n_levels, bits = gmse_levels(design, fam)
+            seen = (f"family {fam!r} has {n_levels} GMSE level(s), the highest at "
+                    f"{bits:.3g} effective bits")
+            auto_free = n_levels >= L_FREE_LEVELS and bits > L_FREE_BITS
+            rule = (f"L is fitted only with >= {L_FREE_LEVELS} levels including one above "
+                    f"{L_FREE_BITS:g} bits")
+            name, how = f"{fam}.L", ("default" if capacity_L == "auto"
+                                     else f"capacity_L={capacity_L}")
+            if capacity_L == "fixed" or (capacity_L == "auto" and not auto_free):
+                self.fixed[5 + 3 * i] = 0.0
+                self.fixed_why[name] = (f"fixed at 1 ({how}): {seen}; {rule} (the paper "
+                                        "fixes L = 1 for saturating representations)")
+            else:
+                self.free_why[name] = (f"free ({how}): {seen}"
+                                       + ("" if auto_free else f"; by default {rule}"))
 
     def part_curve(self, P, g, aux):
         x = np.maximum(-np.log(np.clip(g, 1e-300, None)) / LN4, 1e-12)
@@ -422,6 +503,13 @@ class Frantar(Law):
         return ((-5.0, 60.0), (-10.0, 10.0), (-5.0, 60.0), (1e-4, 3.0), (-10.0, 200.0),
                 (1e-4, 3.0), (-12.0, 3.0))
 
+    def center_matrix(self, design):
+        # la_S and lc_S both carry the N term: la_S = la_S,c + b_N mean(ln N), same for lc_S;
+        # the D term b_D (la_D - ln D) is centred by its own form
+        M = np.eye(len(self.names))
+        M[0, 3] = M[2, 3] = float(np.mean(design.log_n))
+        return M
+
     def rows_used(self, design):
         return np.array([all(p.family == "sparse" and p.role == "weights" for p in parts)
                          and len(parts) <= 1 for parts in design.row_parts])
@@ -479,7 +567,10 @@ LAWS: dict[str, type[Law]] = {
 }
 
 
-def make_law(name: str, design: Design) -> Law:
+def make_law(name: str, design: Design, capacity_L: str = "auto") -> Law:
+    """The law ``name`` bound to ``design``; ``capacity_L`` applies to the unified law."""
     if name not in LAWS:
         raise FitError(f"unknown law {name!r}; allowed: {sorted(LAWS)}")
+    if LAWS[name] is Unified:
+        return Unified(design, capacity_L)
     return LAWS[name](design)

@@ -14,8 +14,13 @@ every family, with Epoch AI's dense law :data:`EPOCH_CHINCHILLA`) or a fit.json
 (``raysweep fit --json`` / ``raysweep report``): its ``params`` and per-family
 ``capacity``. A fitted law only knows the families it was fitted on: a spec of
 another family is predicted on the paper's curve and flagged, and so is a GMSE
-outside the fitted range (known when the fit.json has the report's ``formats``
-section) and an N or D outside the fitted data (known when it has ``ranges``).
+outside the fitted range (``ranges.gmse`` of the fit.json, or failing that the
+report's ``formats`` section) and an N or D outside the fitted data
+(``ranges.n_params``, ``ranges.tokens``; ``raysweep fit --json`` and the report
+write them). A fit.json with a bootstrap (its ``prediction`` section: the
+replicates' laws and the fit's log residuals) gives each loss a 95% prediction
+interval ``loss_pi95``: the loss under every replicate's law, plus a resampled
+residual (:meth:`raysweep.fit.FitResult.predict_interval` does the same from Python).
 
 Budgets (N, D at equal cost, per format):
 
@@ -92,14 +97,49 @@ def load_law(law: str | dict | None) -> dict:
         notes.append(f"fitted law is {fit_law!r}, not 'unified': only its A, alpha, B, beta, E "
                      "are used; capacity from the paper's curve")
         capacity = {}
+    replicates, residuals = _replicates(law, source, fit_law == "unified")
     return {"name": "fit", "source": source, "fit_law": fit_law, "params": params,
             "capacity": capacity, "gmse_range": _gmse_range(law),
             "n_range": _range(law, "n_params"), "tokens_range": _range(law, "tokens"),
-            "notes": notes}
+            "notes": notes, "replicates": replicates, "residuals": residuals}
+
+
+def _replicates(fit: dict, source: str, use_capacity: bool) -> tuple[list, list]:
+    """The bootstrap replicates' laws (``[{"params", "capacity"}]``) and log residuals of
+    a fit.json's ``prediction`` section; ``([], [])`` when it has none."""
+    pred = fit.get("prediction")
+    if not isinstance(pred, dict):
+        return [], []
+    reps, res = pred.get("replicates"), pred.get("residuals_log")
+    if not isinstance(reps, list) or not isinstance(res, list) or not reps or not res:
+        raise bad_value(f"{source}: prediction", "...", "needs non-empty 'replicates' and "
+                        "'residuals_log' lists", "the prediction section raysweep fit writes")
+    out = []
+    for i, r in enumerate(reps):
+        ps = r.get("params") if isinstance(r, dict) else None
+        if not isinstance(ps, dict) or any(k not in ps for k in LAW_KEYS):
+            raise bad_value(f"{source}: prediction.replicates[{i}].params", ps,
+                            "missing law parameters", "an object with " + ", ".join(LAW_KEYS))
+        cap = {}
+        for fam, c in ((r.get("capacity") or {}).items() if use_capacity else ()):
+            if isinstance(c, dict) and all(k in c for k in CAP_KEYS):
+                cap[str(fam)] = {k: float(c[k]) for k in CAP_KEYS}
+        out.append({"params": {k: float(ps[k]) for k in LAW_KEYS}, "capacity": cap})
+    resid = [check_number(f"{source}: prediction.residuals_log[{i}]", v)
+             for i, v in enumerate(res)]
+    return out, resid
 
 
 def _gmse_range(fit: dict) -> dict[str, tuple[float, float]] | None:
-    """Per-family [min, max] GMSE of the fitted parts (the report's ``formats``), or None."""
+    """Per-family [min, max] GMSE of the fitted parts: ``ranges.gmse`` (exact, the rows
+    fitted), else the report's ``formats`` section; None when neither is there."""
+    ranges = fit.get("ranges")
+    exact = ranges.get("gmse") if isinstance(ranges, dict) else None
+    if isinstance(exact, dict):
+        try:
+            return {str(f): (float(v[0]), float(v[1])) for f, v in exact.items()}
+        except (TypeError, ValueError, IndexError, KeyError):
+            pass
     formats = fit.get("formats")
     if not isinstance(formats, dict):
         return None
@@ -241,14 +281,16 @@ def predict(specs: list[str], law: str | dict | None = "paper", n: float | None 
         dense = unified_loss(n_f, tokens, 1.0, p)
         for key, rng, val in (("n_params", L["n_range"], n_f), ("tokens", L["tokens_range"],
                                                                 tokens)):
-            if rng is not None and not (rng[0] <= val <= rng[1]):
+            # the fitted range comes from exp(ln N): allow its rounding (1e-9)
+            if rng is not None and not (rng[0] * (1 - 1e-9) <= val <= rng[1] * (1 + 1e-9)):
                 flags.append(f"{key}_extrapolation: {key} {val:.4g} outside the fitted range "
                              f"[{rng[0]:.4g}, {rng[1]:.4g}]")
         rows[s] = {"gmse": g.value, "stderr": g.stderr, "method": g.method,
                    "bits_per_element": bits, "family": rep.family, "rho_weights": rho_w,
                    "rho_activations": rho_a, "rho": rho, "effective_params_multiplier": rho,
                    "n_params": n_f, "tokens": tokens, "loss": loss, "dense_loss": dense,
-                   "excess_loss": loss - dense, "flags": flags}
+                   "excess_loss": loss - dense,
+                   "loss_pi95": _loss_interval(rep, L, role, n_f, tokens), "flags": flags}
     ranking = sorted(rows, key=lambda s: (rows[s]["loss"], rows[s]["bits_per_element"]))
     front = _pareto(rows)
     for i, s in enumerate(ranking, 1):
@@ -259,6 +301,29 @@ def predict(specs: list[str], law: str | dict | None = "paper", n: float | None 
             "n_params": None if budget_bits else n, "tokens": tokens, "formats": rows,
             "ranking": ranking, "pareto": [s for s in ranking if s in front],
             "flags": law_flags}
+
+
+def _loss_interval(rep, law: dict, role: str, n: float, tokens: float,
+                   level: float = 0.95, draws: int = 20) -> list[float] | None:
+    """95% prediction interval of the loss from the fit's replicates and residuals (the
+    method of :meth:`raysweep.fit.FitResult.predict_interval`); None without them."""
+    import numpy as np
+
+    from raysweep.fit.laws import unified_loss
+
+    if not law.get("replicates"):
+        return None
+    logs = []
+    for r in law["replicates"]:
+        rl = {"name": "fit", "capacity": r["capacity"] or law["capacity"], "gmse_range": None}
+        rho1, _ = spec_capacity(rep, rl)
+        rho = rho1 ** 2 if role == "both" else rho1
+        logs.append(math.log(unified_loss(n, tokens, rho, r["params"])))
+    rng = np.random.default_rng(0)
+    res = np.asarray(law["residuals"], float)
+    sample = (np.array(logs)[:, None] + rng.choice(res, size=(len(logs), draws))).ravel()
+    lo, hi = np.percentile(sample, [50 * (1 - level), 50 * (1 + level)])
+    return [float(math.exp(lo)), float(math.exp(hi))]
 
 
 def format_prediction(out: dict) -> str:
@@ -273,14 +338,16 @@ def format_prediction(out: dict) -> str:
     n = out["n_params"]
     head += f"; role: {out['role']}; N = {'B / bits' if n is None else f'{n:.4g}'}, " \
             f"D = {out['tokens']:.4g}"
-    cols = ("rank", "spec", "gmse", "bits", "family", "rho", "N", "loss", "excess", "pareto")
+    cols = ("rank", "spec", "gmse", "bits", "family", "rho", "N", "loss", "95% PI", "excess",
+            "pareto")
     lines = [cols]
     for s in out["ranking"]:
         r = out["formats"][s]
+        pi = r.get("loss_pi95")
         lines.append((str(r["rank"]), s, f"{r['gmse']:.4g}", f"{r['bits_per_element']:.4g}",
                       r["family"], f"{r['rho']:.4f}", f"{r['n_params']:.4g}",
-                      f"{r['loss']:.4f}", f"{r['excess_loss']:+.4f}",
-                      "*" if r["pareto"] else ""))
+                      f"{r['loss']:.4f}", f"[{pi[0]:.4f}, {pi[1]:.4f}]" if pi else "-",
+                      f"{r['excess_loss']:+.4f}", "*" if r["pareto"] else ""))
     widths = [max(len(line[i]) for line in lines) for i in range(len(cols))]
     table = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
     flags = [f"  {s}: {f}" for s in out["ranking"] for f in out["formats"][s]["flags"]]

@@ -12,7 +12,10 @@ composability, draws the plots and writes:
   status of every law that could be fitted); ``formats`` (GMSE, bits and runs
   per format); ``single_run_rho`` (one row per compressed run with a dense run
   at the same (N, D): rho from the dense law (Panferov et al. 2025, fitting), see
-  :mod:`raysweep.fit.single`);
+  :mod:`raysweep.fit.single`); ``predict_table`` (each format predicted by the
+  unified fit at the study's largest (N, D), with 95% prediction intervals, see
+  :func:`predict_table`); the unified fit's ``fixed``, ``free``, ``ranges``,
+  ``bootstrap`` and ``prediction`` (what ``raysweep predict --law`` reads);
 - ``report.md`` (plots linked from ``plots/``) and ``report.html`` (plots
   embedded as base64: one self-contained file).
 
@@ -112,13 +115,14 @@ def make_report(study_dir, bootstrap: int = 50) -> Path:
                      lambda p: P.residuals(design, unified or decoupled, p)))
     images = [(title, draw(plots_dir / f"{name}.png")) for name, title, draw in figs]
 
+    table = predict_table(df, design, unified, formats)
     fit_json = {**_fit_json(unified, u_err), "law": "unified", "decoupled":
                 _fit_json(decoupled, d_err), "composability": comp, "laws": laws,
                 "formats": formats, "single_run_rho": single.to_dict("records"),
-                "cross_family": cross}
+                "cross_family": cross, "predict_table": table}
     atomic_write_json(study_dir / "fit.json", fit_json)
     blocks = _blocks(_study_name(study_dir), df, unified, u_err, decoupled, comp, laws, formats,
-                     images, bootstrap, single, cross)
+                     images, bootstrap, single, cross, table)
     atomic_write_text(study_dir / "report.md", _markdown(blocks, study_dir))
     atomic_write_text(study_dir / "report.html", _html(blocks))
     return study_dir / "report.md"
@@ -170,6 +174,56 @@ def _cross_blocks(cross) -> list:
              [[lab, fmt(r["rho_shared_curve"]), fmt(r["rho_own_curve"]), fmt(r["rho_free"])]
               for lab, r in cross["formats"].items()])]
     return out
+
+
+def predict_table(df, design, unified, formats) -> dict | None:
+    """The study's own formats predicted by its own unified fit at its largest (N, D):
+    GMSE of each part, bits per weight, rho (the effective parameter multiplier: N rho
+    dense-equivalent parameters) and the loss, with its 95% prediction interval when the
+    fit has a bootstrap (:meth:`~raysweep.fit.FitResult.predict_interval`). None without
+    a unified fit."""
+    from raysweep.results import row_label
+
+    if unified is None:
+        return None
+    n, d = float(df["n_params"].max()), float(df["tokens"].max())
+    labels = [row_label(r) for _, r in df.iterrows()]
+    first = df.iloc[[labels.index(lab) for lab in formats]].copy()
+    first["n_params"], first["tokens"] = n, d
+    loss = unified.predict(first)
+    pi = unified.predict_interval(first) if unified.samples else None
+    rows = {}
+    for i, (lab, f) in enumerate(formats.items()):
+        rho = unified.rho.get(lab)
+        rows[lab] = {"gmse": [p["gmse"] for p in f["parts"]], "bits_weights": f["bits_weights"],
+                     "rho": rho, "effective_params_multiplier": rho, "loss": float(loss[i]),
+                     "loss_pi95": None if pi is None else [float(pi["lo"][i]),
+                                                           float(pi["hi"][i])]}
+    ranked = sorted(rows, key=lambda k: (rows[k]["loss"], rows[k]["bits_weights"]))
+    return {"n_params": n, "tokens": d, "formats": rows, "ranking": ranked,
+            "interval": "95% prediction interval (bootstrap of the law + resampled residuals)"
+            if pi is not None else None}
+
+
+def _predict_blocks(table) -> list:
+    if not table:
+        return []
+    rows = [[lab, ", ".join(f"{g:.3g}" for g in r["gmse"]) or "-", fmt(r["bits_weights"], 3),
+             fmt(r["rho"]), fmt(r["effective_params_multiplier"], 3), fmt(r["loss"]),
+             fmt_ci(r["loss_pi95"])] for lab, r in
+            ((k, table["formats"][k]) for k in table["ranking"])]
+    return [("h", 2, "Predicted at the study's largest (N, D)"),
+            ("p", f"The unified fit's prediction for each of the study's formats at N = "
+                  f"{table['n_params']:.4g}, D = {table['tokens']:.4g}, best first; the "
+                  "effective parameter multiplier is rho (N rho dense-equivalent parameters); "
+                  + ("the interval is a 95% prediction interval for one new run (the "
+                     "bootstrap replicates' laws plus a resampled residual)."
+                     if table["interval"] else "no interval: the report ran without a "
+                     "bootstrap.")
+                  + " `raysweep predict SPEC --law fit.json` predicts other formats and sizes "
+                    "from this fit."),
+            ("table", ["format", "GMSE (parts)", "bits/weight", "rho", "param multiplier",
+                       "loss", "95% PI"], rows)]
 
 
 def _single(unified, df):
@@ -265,15 +319,15 @@ def fmt_ci(ci) -> str:
 
 
 def _blocks(name, df, uni, u_err, dec, comp, laws, formats, images, bootstrap,
-            single=None, cross=None) -> list:
+            single=None, cross=None, table=None) -> list:
     """The report as blocks: ("h", level, text) ("p", text) ("ul", items) ("table", head, rows)
     ("img", title, path)."""
     b: list = [("h", 1, f"raysweep report: {name}"),
                ("p", f"{len(df)} finished runs, {len(formats)} formats, model sizes "
                      f"{sorted({int(x) for x in df['n_params']})}, token counts "
                      f"{sorted({int(x) for x in df['tokens']})}. Intervals: 95% percentile "
-                     f"bootstrap over runs ({bootstrap} replicates, resampled within each "
-                     "format).")]
+                     f"bootstrap ({bootstrap} replicates, each a full refit; "
+                     f"{_clusters_text(uni)}).")]
     b += [("h", 2, "What this data resolves")] + _resolution(uni, u_err, dec, formats)
     if uni is not None:
         b += [("h", 2, "Unified law"),
@@ -283,9 +337,12 @@ def _blocks(name, df, uni, u_err, dec, comp, laws, formats, images, bootstrap,
               ("table", ["parameter", "estimate", "95% interval", "flag"],
                [[k, fmt(v), fmt_ci(uni.ci.get(k)), _short(uni.flags.get(k))]
                 for k, v in uni.params.items()]
-               + [[f"{fam}.{k}", fmt(v), fmt_ci(uni.ci.get(f"{fam}.{k}")),
+               + [[f"{fam}.{k}", fmt(v),
+                   "fixed" if f"{fam}.{k}" in uni.fixed else fmt_ci(uni.ci.get(f"{fam}.{k}")),
+                   "fixed at 1" if f"{fam}.{k}" in uni.fixed else
                    _short(uni.flags.get(f"{fam}.{k}", uni.flags.get(fam)))]
                   for fam, ps in uni.capacity.items() for k, v in ps.items()])]
+        b += _fixed_blocks(uni)
     b += [("h", 2, "Capacity per format"),
           ("table", ["format", "parts (role:spec family GMSE)", "bits/weight", "runs",
                      "rho (unified)", "rho (free)", "free rho 95%", "rho (paper law)"],
@@ -299,6 +356,7 @@ def _blocks(name, df, uni, u_err, dec, comp, laws, formats, images, bootstrap,
                 "fit (L, F, C) = (1.0, 0.41, 1.39) (scalar quantization, Llama/C4, "
                 "30-200M parameters), multiplied over parts; a yardstick, not a fit to "
                 "this data.")]
+    b += _predict_blocks(table)
     b += [("h", 2, "Law comparison"),
           ("p", "Fit error on the fitted runs (RMSE of log-loss and of loss); the "
                 "decoupled law has one free rho per format and is the floor the "
@@ -313,12 +371,50 @@ def _blocks(name, df, uni, u_err, dec, comp, laws, formats, images, bootstrap,
     return b
 
 
+def _clusters_text(uni) -> str:
+    b = uni.bootstrap if uni is not None else {}
+    if not b:
+        return "resampling (N, D) configurations, or trunk_id clusters"
+    return (f"resampling {b['clusters']} clusters of runs, one per {b['cluster_by']}: all "
+            "formats and seeds of a cluster move together")
+
+
+def _fixed_blocks(uni) -> list:
+    """Which parameters the fit held fixed, which it left free although the default
+    fixes them, and the bootstrap's bias, skewness and multi-modality checks."""
+    items = [f"{k}: {v}" for k, v in uni.fixed.items()]
+    items += [f"{k}: {v}" for k, v in uni.free.items()]
+    out = []
+    if items:
+        out += [("p", "Fixed and free capacity parameters:"), ("ul", items)]
+    b = uni.bootstrap
+    if b:
+        worst = sorted(((k, v) for k, v in b["bias"].items() if not k.startswith("rho[")),
+                       key=lambda kv: -abs(kv[1]))[:4]
+        text = ("Bootstrap bias (replicate mean minus estimate), largest: "
+                + ", ".join(f"{k} {v:+.3g}" for k, v in worst) + ". ") if worst else ""
+        text += (f"Skewed (|quantile skewness| > {b['skew_limit']}): "
+                 + (", ".join(f"{k} ({v:+.2f})" for k, v in b["skewed"].items()) or "none")
+                 + f"; multi-modal (bimodality coefficient > {b['bimodal_limit']}): "
+                 + (", ".join(f"{k} ({v:.2f})" for k, v in b["multimodal"].items()) or "none")
+                 + ". A skewed or multi-modal replicate distribution means the percentile "
+                   "interval is the honest summary, not estimate +- error.")
+        out.append(("p", text))
+    return out
+
+
 def _resolution(uni, u_err, dec, formats) -> list:
     items = []
     if uni is None:
         items.append(f"The unified law could not be fitted: {u_err}")
     else:
+        items += [f"{k}: {v}" for k, v in uni.fixed.items()]
         items += [f"{k}: {v}" for k, v in uni.flags.items()]
+        b = uni.bootstrap
+        items += [f"{k}: bootstrap replicates skewed (quantile skewness {v:+.2f})"
+                  for k, v in (b.get("skewed") or {}).items() if not k.startswith("rho[")]
+        items += [f"{k}: bootstrap replicates multi-modal (bimodality coefficient {v:.2f})"
+                  for k, v in (b.get("multimodal") or {}).items()]
     for lab, f in formats.items():
         ci = f["rho_free_ci"]
         if f["parts"] and ci and ci[1] >= 1.0:

@@ -44,7 +44,8 @@ def _flag(flags: dict, *names: str) -> str:
 def render(fit: dict, name: str) -> str:
     """Markdown tables for one reference study from its fit.json."""
     dec = fit.get("decoupled", {})
-    ci_note = ("Intervals: 95% bootstrap over runs." if fit.get("ci") else
+    ci_note = ("Intervals: 95% bootstrap, full refits of (N, D)-cluster resamples."
+               if fit.get("ci") else
                "No intervals (fit.json made with --bootstrap 0).")
     lines = [f"Generated from `data/reference/{name}/fit.json` by "
              "`python -m raysweep.fit.results_page`"
@@ -57,7 +58,10 @@ def render(fit: dict, name: str) -> str:
         rows = [[k, fmt(v, 4), fmt_ci(fit["ci"].get(k)), fmt_ci(dec.get("ci", {}).get(k)),
                  fmt(dec.get("params", {}).get(k), 4), _flag(fit["flags"], k)]
                 for k, v in fit["params"].items()]
-        rows += [[f"{fam}.{k}", fmt(v, 4), fmt_ci(fit["ci"].get(f"{fam}.{k}")), "-", "-",
+        fixed = fit.get("fixed") or {}
+        rows += [[f"{fam}.{k}", fmt(v, 4),
+                  "fixed" if f"{fam}.{k}" in fixed else fmt_ci(fit["ci"].get(f"{fam}.{k}")),
+                  "-", "-", "fixed at 1" if f"{fam}.{k}" in fixed else
                   _flag(fit["flags"], f"{fam}.{k}", fam)]
                  for fam, ps in fit.get("capacity", {}).items() for k, v in ps.items()]
         lines += ["", "Parameters, unified (tanh) law and decoupled law:", ""]

@@ -102,3 +102,80 @@ def _row(w, a, n, r, s, truth, capacity, noise, rng) -> dict:
     return {"study": "synthetic", "format": label, "family": "+".join(sorted(fams)) or "dense",
             **row, "n_params": int(n), "tokens": int(d), "tokens_per_param": float(r),
             "seed": s, "loss": loss, "status": "ok"}
+
+
+# The calibration truth: the paper's scalar-quantization curve for int, noise injection
+# on its own curve; L = 1 for both (the paper's saturating representations).
+CALIBRATION_CAPACITY = {**CAPACITY, "int": tuple(PAPER_CAPACITY.values()),
+                        "noise": (1.0, 0.45, 1.2)}
+# grid shapes: (sizes, tokens per parameter)
+CALIBRATION_GRIDS = {
+    "4x3": ((3e7, 5e7, 1e8, 2e8), (50, 100, 200)),
+    "5x4": ((2e7, 4e7, 8e7, 1.6e8, 3.2e8), (25, 50, 100, 200)),
+}
+
+
+def true_values(families, capacity=CALIBRATION_CAPACITY, truth=TRUTH,
+                labels=()) -> dict[str, float]:
+    """The reported parameters of the truth (``A``, ``int.F``, ...) and ``rho[label]`` of
+    each ``"<w>|<a>"`` label of :data:`FAMILIES` specs."""
+    out = dict(truth)
+    for fam in families:
+        out.update(dict(zip((f"{fam}.L", f"{fam}.F", f"{fam}.C"), capacity[fam])))
+    spec_family = {s: f for f, specs in FAMILIES.items() for s in specs}
+    for lab in labels:
+        rho = 1.0
+        for spec in lab.split("|"):
+            if spec in spec_family:
+                rho *= unified_rho(spec_family[spec], FAMILIES[spec_family[spec]][spec][0],
+                                   capacity)
+        if lab != "bf16|bf16":
+            out[f"rho[{lab}]"] = rho
+    return out
+
+
+def calibration(grid="4x3", noise=0.01, datasets=20, bootstrap=100, families=("int", "noise"),
+                roles=("w", "a"), seed=0, workers=2, capacity_L="auto") -> dict:
+    """Coverage of the 95% intervals on tables drawn from a known unified law.
+
+    For each of ``datasets`` tables (grid ``CALIBRATION_GRIDS[grid]``, log-normal noise
+    ``noise``, truth :data:`TRUTH` and :data:`CALIBRATION_CAPACITY`): fit with
+    ``bootstrap`` full refits; count, per reported parameter and per rho, the datasets
+    whose interval holds the truth; and draw one fresh run of every configuration (new
+    noise, the same law) and count the runs inside their 95% prediction interval.
+    Returns ``{"coverage": {name: fraction}, "pi_coverage": fraction, "datasets",
+    "heldout_runs", "fixed", "bias": {name: mean bootstrap bias / truth}, ...}``.
+    """
+    from raysweep.fit.core import fit_table
+
+    sizes, tpp = CALIBRATION_GRIDS[grid]
+    kw = dict(families=families, roles=roles, sizes=sizes, tokens_per_param=tpp,
+              noise=noise, capacity=CALIBRATION_CAPACITY, dense_seeds=2)
+    hits: dict[str, list[bool]] = {}
+    est_err: dict[str, list[float]] = {}
+    pi_hits: list[bool] = []
+    fixed: set = set()
+    for i in range(datasets):
+        df = synthetic_table(seed=seed * 100_003 + i, **kw)
+        fresh = synthetic_table(seed=seed * 100_003 + i + 50_000, **kw)
+        res = fit_table(df, law="unified", bootstrap=bootstrap, seed=i, workers=workers,
+                        capacity_L=capacity_L)
+        fixed |= set(res.fixed)
+        truth = true_values(families, labels=sorted(set(df["format"])))
+        est = {**res.params, **{f"{f}.{k}": v for f, ps in res.capacity.items()
+                                for k, v in ps.items()},
+               **{f"rho[{k}]": v for k, v in res.rho.items()}}
+        for name, v in truth.items():
+            if name in res.fixed or name not in res.ci:
+                continue
+            lo, hi = res.ci[name]
+            hits.setdefault(name, []).append(bool(lo <= v <= hi))
+            est_err.setdefault(name, []).append((est[name] - v) / abs(v))
+        pi = res.predict_interval(fresh)
+        y = fresh["loss"].to_numpy(dtype=float)
+        pi_hits += list((pi["lo"] <= y) & (y <= pi["hi"]))
+    return {"grid": grid, "noise": noise, "datasets": datasets, "bootstrap": bootstrap,
+            "families": list(families), "fixed": sorted(fixed),
+            "coverage": {k: float(np.mean(v)) for k, v in hits.items()},
+            "mean_rel_error": {k: float(np.mean(v)) for k, v in est_err.items()},
+            "pi_coverage": float(np.mean(pi_hits)), "heldout_runs": len(pi_hits)}

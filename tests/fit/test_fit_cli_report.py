@@ -27,13 +27,18 @@ def test_fit_cli_json_fields_exact(table, tmp_path, capsys):
                "--holdout", "n_params > 1e8", "--json", str(out)])
     assert rc == 0
     got = json.loads(out.read_text())
-    assert set(got) == CONTRACT
+    # the contract's fields, then the extensions (docs/fit.md, "Intervals")
+    assert set(got) == CONTRACT | {"fixed", "free", "ranges", "bootstrap", "prediction"}
     assert got["law"] == "unified"
+    assert got["fixed"] == {"noise.L": got["fixed"]["noise.L"]}  # noise1-4: <= 4 bits
+    assert "int.L" in got["free"] and "noise.L" not in got["ci"]
     assert set(got["params"]) == {"A", "alpha", "B", "beta", "E"}
     assert set(got["capacity"]) == {"int", "noise"}
     assert set(got["capacity"]["int"]) == {"L", "F", "C"}
     assert set(got["fit_error"]) == {"rmse_log", "rmse"}
-    assert set(got["holdout_error"]) == {"rmse_log", "rmse", "n"}
+    # with a bootstrap: how many held-out runs are inside their 95% prediction interval
+    assert set(got["holdout_error"]) == {"rmse_log", "rmse", "n", "in_pi95", "pi95_coverage"}
+    assert 0 <= got["holdout_error"]["in_pi95"] <= got["holdout_error"]["n"]
     assert got["holdout_error"]["n"] == int((table["n_params"] > 1e8).sum())
     assert set(got["rho"]) == set(table["format"])  # held-out formats included
     assert all(len(v) == 2 for v in got["ci"].values()) and "alpha" in got["ci"]
@@ -95,6 +100,15 @@ def test_report_end_to_end(table, tmp_path):
     noise_fmts = {f for f in table["format"].unique() if "noise" in f}
     assert set(cross["formats"]) == noise_fmts
     assert all(0 < r["rho_shared_curve"] <= 1.05 for r in cross["formats"].values())
+    # the study's own formats predicted from its own fit at its largest (N, D)
+    pt = fit["predict_table"]
+    assert pt["n_params"] == table["n_params"].max() and pt["tokens"] == table["tokens"].max()
+    assert set(pt["formats"]) == set(table["format"]) and pt["ranking"][0] == "bf16|bf16"
+    r = pt["formats"]["int4|int4"]
+    assert r["loss_pi95"][0] < r["loss"] < r["loss_pi95"][1]
+    assert r["rho"] == pytest.approx(fit["rho"]["int4|int4"])
+    assert "## Predicted at the study's largest (N, D)" in text
+    assert "noise.L: fixed at 1" in text and fit["fixed"] and fit["ranges"]["gmse"]
     assert not list(study.glob(".*.tmp")) and not list((study / "plots").glob(".*"))
 
 

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from raysweep.errors import FitError
 from raysweep.fit import fit_table, make_design
 from raysweep.fit.laws import make_law
 from raysweep.fit.optimize import check_gradient
@@ -72,7 +73,8 @@ def test_jacobian_matches_finite_differences(law):
 @pytest.mark.parametrize("law", LAW_NAMES)
 def test_recovers_known_parameters_noise_free(law):
     df, model, theta = _with_truth(law)
-    res = fit_table(df, law=law)
+    # the truth has noise.L = 0.95: free (by default noise's L, 4 levels up to 4 bits, is 1)
+    res = fit_table(df, law=law, capacity_L="free")
     want = model.params(theta)
     for k, v in want.items():
         assert res.params[k] == pytest.approx(v, rel=2e-3), k
@@ -86,7 +88,7 @@ def test_recovers_known_parameters_noise_free(law):
 @pytest.mark.parametrize("law", ["chinchilla", "unified", "decoupled", "frantar"])
 def test_recovers_known_parameters_with_noise(law):
     df, model, theta = _with_truth(law, noise=0.005, seed=3)
-    res = fit_table(df, law=law)
+    res = fit_table(df, law=law, capacity_L="free")
     want = model.params(theta)
     exps = [k for k in ("alpha", "beta", "b_N", "b_D") if k in want]
     for k in exps:
@@ -101,10 +103,31 @@ def test_recovers_known_parameters_with_noise(law):
 
 def test_unified_rho_is_product_over_roles():
     df, model, theta = _with_truth("unified")
-    res = fit_table(df, law="unified")
+    res = fit_table(df, law="unified", capacity_L="free")
     for spec in ("int2", "int4", "noise2"):
         w, a = res.rho[f"{spec}|bf16"], res.rho[f"bf16|{spec}"]
         assert res.rho[f"{spec}|{spec}"] == pytest.approx(w * a, rel=1e-9)
     assert res.rho["bf16|bf16"] == 1.0
     int4 = 1.0 * math.tanh(0.41 * -math.log(0.011543) / math.log(4)) ** 1.39
     assert res.rho["int4|bf16"] == pytest.approx(int4, rel=1e-3)
+
+
+def test_capacity_L_fixed_by_default_unless_four_levels_up_to_six_bits():
+    # int: int2, int3, int4, int8 (6.7 effective bits) -> L free; noise1..4 (<= 4 bits) -> 1
+    df, model, theta = _with_truth("unified")
+    theta_1 = theta.copy()
+    theta_1[5 + 3] = 0.0  # noise.logL = 0: the truth the default can represent
+    df["loss"] = np.exp(model.predict(theta_1, make_design(df), jac=False)[0])
+    res = fit_table(df, law="unified", bootstrap=3, workers=1)
+    assert set(res.fixed) == {"noise.L"} and "fixed at 1" in res.fixed["noise.L"]
+    assert set(res.free) == {"int.L"} and "free" in res.free["int.L"]
+    assert res.capacity["noise"]["L"] == 1.0 and "noise.L" not in res.ci
+    assert "noise.L" not in res.flags and "int.L" in res.ci
+    assert res.capacity["noise"]["F"] == pytest.approx(0.45, rel=5e-3)
+    assert res.to_json()["fixed"] == res.fixed
+    # without int8 int has 3 levels: its L is fixed too; "free" frees every family
+    small = df[~df["format"].str.contains("int8")]
+    assert set(fit_table(small, law="unified").fixed) == {"int.L", "noise.L"}
+    assert fit_table(small, law="unified", capacity_L="free").fixed == {}
+    with pytest.raises(FitError, match="capacity_L"):
+        fit_table(small, law="unified", capacity_L="sometimes")

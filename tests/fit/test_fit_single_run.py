@@ -39,23 +39,33 @@ def test_single_run_rho_from_a_fitted_law(exact):
 
 
 def test_edge_solutions_on_the_quickstart_reference_are_flagged(monkeypatch):
-    """On the committed CPU quickstart table the unified fit drives E to its lower
-    bound (L-BFGS-B stops 4e-5 inside ln E's bound) and int.L to its upper bound; the
-    flags must say "at the bound", not nothing (E) or "wide interval" (int.L, which
-    the bootstrap flags too)."""
+    """On the committed CPU quickstart table (int2, int3, int4: no level above 6 bits) the
+    default fixes int.L at 1 and says so; with L free (``capacity_L="free"``) the fit
+    drives int.L to its upper bound and E to its lower bound, and the flags must say "at
+    the bound", not nothing (E) or "wide interval" (int.L, which the bootstrap flags
+    too)."""
     from pathlib import Path
 
     import raysweep.fit.core as core
     from raysweep.fit import fit_table
     from raysweep.results import read_table
 
-    table = Path(__file__).resolve().parents[2] / "data/reference/quickstart/results.csv"
+    table = read_table(Path(__file__).resolve().parents[2] /
+                       "data/reference/quickstart/results.csv")
+    r = fit_table(table, "unified")
+    assert "int.L" in r.fixed and "fixed at 1" in r.fixed["int.L"]
+    assert r.capacity["int"]["L"] == 1.0 and "int.L" not in r.flags
+    # E at its bound is never silent
+    e_lo = core.EDGE_REL * 15.0 + (-12.0)
+    assert r.flags.get("E", "").startswith("at the bound") or \
+        np.log(r.params["E"]) > e_lo
     wide = core._wide
     # int.L's bootstrap interval is "wide" in some resamplings (200 replicates: [0.68,
     # 2.72]); force it so the precedence of "at the bound" is tested every time.
     monkeypatch.setattr(core, "_wide", lambda *a: {**wide(*a), "int.L": "wide interval",
                                                    "int.C": "wide interval"})
-    r = fit_table(read_table(table), "unified", bootstrap=16)
+    r = fit_table(table, "unified", bootstrap=8, capacity_L="free")
+    assert r.fixed == {} and "int.L" in r.free
     assert r.flags["E"].startswith("at the bound"), r.flags.get("E")
     assert r.flags["int.L"].startswith("at the bound"), r.flags.get("int.L")
     assert r.flags["int.C"] == "wide interval"

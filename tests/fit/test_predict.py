@@ -167,3 +167,43 @@ def test_cli_errors_one_line_exit_2(args):
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "error:" in r.stderr
     assert r.stdout == ""
+
+
+def test_fit_json_exact_gmse_ranges_and_prediction_interval(tmp_path):
+    reps = [{"params": {"A": 400.0 * f, "alpha": 0.34, "B": 2000.0, "beta": 0.36, "E": 1.7},
+             "capacity": {"int": {"L": 1.0, "F": 0.5 * f, "C": 1.2}}}
+            for f in (0.95, 1.0, 1.05, 0.98, 1.02)]
+    path = _fit_json(tmp_path, ranges={"n_params": [1e7, 2e8], "tokens": [1e8, 1e10],
+                                       "gmse": {"int": [1e-3, 0.05]}},
+                     prediction={"replicates": reps, "residuals_log": [-0.01, 0.0, 0.01]})
+    out = predict(["int4", "int2"], law=path, n=1e8, d=2e9, role="weights")
+    assert out["flags"] == []  # every range recorded
+    assert not any("gmse" in f for f in out["formats"]["int4"]["flags"])
+    assert any(f.startswith("gmse_extrapolation") for f in out["formats"]["int2"]["flags"])
+    r = out["formats"]["int4"]
+    lo, hi = r["loss_pi95"]
+    assert lo < r["loss"] < hi
+    # the spread: the replicates' laws and the +-1% residuals
+    losses = [unified_loss(1e8, 2e9, 0.95 ** 0 * math.tanh(c["capacity"]["int"]["F"] *
+                                                            math.log(parse("int4").gmse().value)
+                                                            / math.log(0.25)) ** 1.2,
+                           c["params"]) for c in reps]
+    assert lo == pytest.approx(min(losses) * math.exp(-0.01), rel=2e-3)
+    assert hi == pytest.approx(max(losses) * math.exp(0.01), rel=2e-3)
+    assert "95% PI" in format_prediction(out)
+    assert predict(["int4"])["formats"]["int4"]["loss_pi95"] is None  # paper law: none
+
+
+def test_fit_json_malformed_prediction_section(tmp_path):
+    path = _fit_json(tmp_path, prediction={"replicates": [], "residuals_log": [0.0]})
+    with pytest.raises(RaysweepError, match="prediction"):
+        predict(["int4"], law=path)
+
+
+def test_fitted_range_ends_are_inside(tmp_path):
+    # ranges written from exp(ln N) differ from N in the last bits: the ends are inside
+    path = _fit_json(tmp_path, ranges={"n_params": [1e7, 1.0000000000000002e8],
+                                       "tokens": [1.3e6 * (1 - 1e-15), 2e9 * (1 - 1e-15)],
+                                       "gmse": {"int": [1e-3, 0.05]}})
+    out = predict(["int4"], law=path, n=1e8, d=2e9)
+    assert not any("extrapolation" in f for f in out["formats"]["int4"]["flags"])

@@ -108,7 +108,7 @@ def test_render_replaces_blocks_and_keeps_the_text(tmp_path, capsys):
     assert "| alpha | 0.3 | [0.25, 0.35] | - | 0.31 |  |" in text
     assert "| unified | 3 | 0.0123 | 0.05 | ok |" in text
     assert "no combined representations" in text
-    assert "Intervals: 95% bootstrap over runs." in text
+    assert "Intervals: 95% bootstrap, full refits of (N, D)-cluster resamples." in text
     assert "No intervals" in refdoc.render({**_fit_json(), "ci": {}}, "toy")
     assert "Cross-family (noise=int: one capacity curve): RMSE of log-loss 0.02 with 8" in text
     assert "| noise2\\|bf16 | 0.41 | 0.4 | 0.39 |" in text
