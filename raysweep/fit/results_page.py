@@ -44,7 +44,9 @@ def _flag(flags: dict, *names: str) -> str:
 def render(fit: dict, name: str) -> str:
     """Markdown tables for one reference study from its fit.json."""
     dec = fit.get("decoupled", {})
-    ci_note = ("Intervals: 95% bootstrap, full refits of (N, D)-cluster resamples."
+    by = (fit.get("bootstrap") or {}).get("cluster_by")
+    ci_note = (f"Intervals: 95% bootstrap, full refits of "
+               f"{'WSD-trunk' if by == 'trunk_id' else '(N, D)'}-cluster resamples."
                if fit.get("ci") else
                "No intervals (fit.json made with --bootstrap 0).")
     lines = [f"Generated from `data/reference/{name}/fit.json` by "
@@ -69,7 +71,8 @@ def render(fit: dict, name: str) -> str:
                                  "decoupled", "flag"], rows)
     single = {}
     for r in fit.get("single_run_rho", []):
-        single.setdefault(r["label"], []).append(r["rho"])
+        if r.get("rho") is not None:  # None: the run's rho has no solution (beyond the law)
+            single.setdefault(r["label"], []).append(r["rho"])
     rows = []
     for lab, f in fit.get("formats", {}).items():
         if not f["parts"]:
