@@ -79,7 +79,7 @@ def main(quick: bool = False) -> dict:
     t_proj, t_base = _interleaved_medians([lambda: rep.project(x),
                                            lambda: torch.round(x).clamp_(-8, 7)])
     return {
-        "date": "2026-11-23", "threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d"), "threads": torch.get_num_threads(),
         "exact_ms_max": max(exact.values()), "exact_ms": exact,
         "mc_s_max": max(v["s"] for v in mc.values()), "mc_s": mc,
         "mc_hardware_s_max": max((v["s"] for k, v in mc.items() if k in MC_HARDWARE),
