@@ -71,7 +71,7 @@ from raysweep.fit import fit_table
 from raysweep.results import row_is_dense
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = ROOT / "data" / "external"  # the Epoch Chinchilla and Farseer tables, with sources
 BUDGETS = ("0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1.0")
 BATCH = 4
 ORACLE_EXPONENTS = (0.0, 0.5, 1.0)

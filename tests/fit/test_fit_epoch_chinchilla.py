@@ -7,11 +7,10 @@ import pytest
 
 from raysweep.fit import fit_table
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "chinchilla_fig4_epoch.csv"
+DATA = Path(__file__).resolve().parents[2] / "data" / "external" / "chinchilla_fig4_epoch.csv"
 EPOCH = {"A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
 
 
-@pytest.mark.skipif(not DATA.exists(), reason=f"{DATA} not present")
 def test_reproduces_epoch_fit():
     df = pd.read_csv(DATA)
     df["tokens"] = df["training_flop"] / (6 * df["n_params"])
@@ -25,7 +24,6 @@ def test_reproduces_epoch_fit():
     assert res.status.value == "ok"
 
 
-@pytest.mark.skipif(not DATA.exists(), reason=f"{DATA} not present")
 def test_epoch_fit_intervals_from_full_refits():
     df = pd.read_csv(DATA)
     df["tokens"] = df["training_flop"] / (6 * df["n_params"])
