@@ -19,9 +19,10 @@ configuration move together), or one ``trunk_id`` when the table has that column
 (the runs of one warmup-stable-decay trunk share their noise). Each replicate is a
 full refit, the same staged multistart as the point estimate, on two worker
 processes; the replicates are drawn from ``seed`` in the parent, so the result
-does not depend on the number of workers. Intervals are the 2.5/97.5
-percentiles; :func:`bootstrap_diagnostics` gives the bootstrap bias and flags
-skewed or multi-modal replicate distributions. Prediction intervals
+does not depend on the number of workers. Intervals are *expanded* percentile
+intervals (:func:`expanded_level`: the 2.5/97.5 percentiles widened for the
+number of clusters, 1.1/98.9 for 12); :func:`bootstrap_diagnostics` gives the
+bootstrap bias and flags skewed or multi-modal replicate distributions. Prediction intervals
 (:meth:`FitResult.predict_interval`) add a resampled residual to each
 replicate's prediction, so they include the run-to-run noise.
 """
@@ -199,15 +200,18 @@ def _fit_table(df, law, bootstrap, holdout, seed, **opts) -> FitResult:
     if bootstrap > 0:
         samples = _bootstrap(model, design, theta, bootstrap, seed, delta,
                              int(opts.get("workers", 2)), clusters=clusters, keep=keep)
-        ci = _intervals(model, design, theta, samples)
+        n_clusters = int(len(np.unique(clusters)))
+        ci = _intervals(model, design, theta, samples, n_clusters)
         for name in model.fixed_why:
             ci.pop(name, None)
         for name, why in _wide(model, theta, ci).items():
             flags.setdefault(name, why)  # "at the bound" / "not identified" say more
         boot = bootstrap_diagnostics(model, design, theta, samples)
-        boot.update(replicates=int(bootstrap), clusters=int(len(np.unique(clusters))),
+        boot.update(replicates=int(bootstrap), clusters=n_clusters,
                     cluster_by=(CLUSTER_COLUMN if any(c.startswith("trunk:") for c in clusters)
-                                else "(n_params, tokens)"), method="full staged refit")
+                                else "(n_params, tokens)"), method="full staged refit",
+                    interval="expanded percentile",
+                    percentile_level=round(expanded_level(CI_LEVEL, n_clusters), 4))
     pred, _ = model.predict(theta, design, jac=False)
     resid = _inflated_residuals(design.log_loss - pred, len(model.names) - len(model.fixed))
     hold_err = {"rmse_log": None, "rmse": None, "n": 0}
@@ -700,9 +704,27 @@ def _flat(model: Law, theta: np.ndarray) -> dict[str, float]:
     return out
 
 
-def _intervals(model, design, theta, samples) -> dict:
-    """95% percentile intervals of every reported parameter and of each format's rho."""
-    lo_q, hi_q = 50 * (1 - CI_LEVEL), 50 * (1 + CI_LEVEL)
+def expanded_level(level: float, clusters: int) -> float:
+    """The percentile level of the *expanded* percentile interval (Hesterberg 2015):
+    the plain percentile interval is too narrow with few independent units (a cluster
+    bootstrap over G (N, D) configurations has G of them), by about the ratio of the
+    normal quantile to ``sqrt(G / (G - 1)) t_{G-1}``; the expanded interval uses the
+    level whose normal quantile is that product. For 12 clusters 0.95 becomes 0.978,
+    for 50 clusters 0.966; it tends to ``level`` as G grows."""
+    from scipy.stats import norm, t
+
+    if clusters < 3:
+        return level
+    z = math.sqrt(clusters / (clusters - 1)) * t.ppf(0.5 + level / 2, clusters - 1)
+    return float(1 - 2 * norm.sf(z))
+
+
+def _intervals(model, design, theta, samples, clusters: int = 0) -> dict:
+    """95% expanded percentile intervals (:func:`expanded_level` for ``clusters``
+    resampled units; 0: the plain percentile interval) of every reported parameter and
+    of each format's rho."""
+    level = expanded_level(CI_LEVEL, clusters) if clusters else CI_LEVEL
+    lo_q, hi_q = 50 * (1 - level), 50 * (1 + level)
     samples = np.asarray(samples)
     flat = [_flat(model, s) for s in samples]
     ci = {name: [float(np.percentile([f[name] for f in flat], lo_q)),

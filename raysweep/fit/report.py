@@ -325,8 +325,8 @@ def _blocks(name, df, uni, u_err, dec, comp, laws, formats, images, bootstrap,
     b: list = [("h", 1, f"raysweep report: {name}"),
                ("p", f"{len(df)} finished runs, {len(formats)} formats, model sizes "
                      f"{sorted({int(x) for x in df['n_params']})}, token counts "
-                     f"{sorted({int(x) for x in df['tokens']})}. Intervals: 95% percentile "
-                     f"bootstrap ({bootstrap} replicates, each a full refit; "
+                     f"{sorted({int(x) for x in df['tokens']})}. Intervals: 95% expanded "
+                     f"percentile bootstrap ({bootstrap} replicates, each a full refit; "
                      f"{_clusters_text(uni)}).")]
     b += [("h", 2, "What this data resolves")] + _resolution(uni, u_err, dec, formats)
     if uni is not None:
@@ -375,8 +375,11 @@ def _clusters_text(uni) -> str:
     b = uni.bootstrap if uni is not None else {}
     if not b:
         return "resampling (N, D) configurations, or trunk_id clusters"
+    level = b.get("percentile_level")
+    widened = (f"; percentiles at the {100 * level:.1f}% level, widened for "
+               f"{b['clusters']} clusters" if level else "")
     return (f"resampling {b['clusters']} clusters of runs, one per {b['cluster_by']}: all "
-            "formats and seeds of a cluster move together")
+            f"formats and seeds of a cluster move together{widened}")
 
 
 def _fixed_blocks(uni) -> list:
