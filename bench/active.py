@@ -65,6 +65,7 @@ import numpy as np
 import pandas as pd
 
 from raysweep.active.acquisition import ActiveDesign, run_in_process
+from raysweep.active.options import DESIGNS
 from raysweep.active.planner import PRIOR_SD, PRIOR_SD_CAP, relaxed_design, round_plan
 from raysweep.errors import FitError
 from raysweep.fit import fit_table
@@ -516,7 +517,17 @@ def main(argv=None) -> None:
                     help="the reference study only, budgets 0.2 and 0.5, 3 seeds")
     ap.add_argument("--cases", help="comma-separated subset of the default case names")
     ap.add_argument("--workers", type=int, default=2, help="processes for simulated seeds")
+    ap.add_argument("--design", choices=DESIGNS, help="the active strategy's search.design "
+                    "(default: the study default, plan)")
+    ap.add_argument("--discrepancy", type=float,
+                    help="the active strategy's search.discrepancy (default 0.02)")
+    ap.add_argument("--discrepancy-scale", type=float,
+                    help="the active strategy's search.discrepancy_scale (default 2)")
     args = ap.parse_args(argv)
+    for key, value in (("design", args.design), ("discrepancy", args.discrepancy),
+                       ("discrepancy_scale", args.discrepancy_scale)):
+        if value is not None:
+            ACTIVE_KW[key] = value
     seeds = args.seeds or (3 if args.quick else 20)
     if seeds < 1:
         raise SystemExit("--seeds: need at least 1")

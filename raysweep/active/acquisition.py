@@ -42,13 +42,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from raysweep.active.options import DESIGNS, DISCREPANCY
+from raysweep.active.options import DESIGNS, DISCREPANCY, DISCREPANCY_SCALE
 from raysweep.active.planner import (
     HuberLaplace,
     Laplace,
+    Misspecified,
     Plan,
-    discrepancy_sd,
+    RobustPlan,
+    discrepancy_kernel,
     relaxed_design,
+    robust_plan,
     round_plan,
 )
 from raysweep.active.surrogate import DecoupledEnsemble, Posterior
@@ -144,7 +147,9 @@ class Proposal:
     """The next runs to start (pool indices) and why the list may be short."""
 
     picks: list[int]
-    reason: str  # "initial" | "acquired" | "budget" | "target_std" | "exhausted" | "waiting"
+    # "initial" | "acquired" | "budget" | "target_std" | "exhausted" | "waiting" |
+    # "converged" (design plan: no affordable run lowers the error at the targets)
+    reason: str
     target_std: float = float("nan")  # largest target sd (loss units), from observed runs
 
 
@@ -160,7 +165,8 @@ class ActiveDesign:
     def __init__(self, rows: list[dict], budget_flops: float, *, target=None,
                  cost_exponent: float = 1.0, ensemble: int = 48, noise: float = 0.01,
                  target_std: float = 0.0, max_failures: int = 1, seed: int = 0,
-                 surrogate=None, design: str = "plan", discrepancy: float = DISCREPANCY):
+                 surrogate=None, design: str = "plan", discrepancy: float = DISCREPANCY,
+                 discrepancy_scale: float = DISCREPANCY_SCALE):
         self.target_rho = isinstance(target, str) and target == "rho"
         self.pool = Pool.build(rows, [] if self.target_rho else target)
         if self.target_rho and self.pool.ref < 0:
@@ -186,10 +192,11 @@ class ActiveDesign:
             raise ValueError(f"design: got {design!r}; allowed: {', '.join(DESIGNS)}")
         self.design = design
         self.discrepancy = float(discrepancy)
+        self.discrepancy_scale = float(discrepancy_scale)
         self.noise = float(noise)
         self.rows = rows
         self._laplace: HuberLaplace | None = None
-        self.last_plan: Plan | None = None
+        self.last_plan: Plan | RobustPlan | None = None
 
     @property
     def laplace(self) -> HuberLaplace:
@@ -217,7 +224,11 @@ class ActiveDesign:
         lap = self.laplace.fit(observed)
         z = NormalDist().inv_cdf(0.5 + level / 2)
         g = self._target_grad(lap)
-        sd = np.sqrt(np.maximum(np.diag(lap.cov(g)), 0.0))
+        if self.design == "plan":  # the plan's criterion: misspecification included
+            var = self.criterion(lap).mse(sorted(observed))
+        else:
+            var = np.diag(lap.cov(g))
+        sd = np.sqrt(np.maximum(var, 0.0))
         if self.target_rho:
             centre = np.array([lap.theta[lap.names.index(f"logrho[{lab}]")]
                                for lab in self.rho_labels])
@@ -250,7 +261,7 @@ class ActiveDesign:
     def predict_targets(self, observed: dict[int, float]) -> dict[str, float]:
         """Central predicted loss per target, keyed ``"<label>@N=..,D=.."`` (target
         ``rho``: the central capacity per non-reference label, keyed ``"rho[<label>]"``)."""
-        if self.design == "plan":
+        if self.design in ("plan", "vopt"):
             try:
                 return {k: v[0] for k, v in self.target_intervals(observed).items()}
             except FIT_ERRORS:
@@ -306,9 +317,10 @@ class ActiveDesign:
         return post, np.cov(samples, rowvar=False)
 
     def _acquire(self, observed, pending, free, left, n) -> Proposal:
-        if self.design == "plan":
+        if self.design in ("plan", "vopt"):
             try:
-                return self._plan(observed, pending, free, left, n)
+                step = self._plan if self.design == "plan" else self._vopt
+                return step(observed, pending, free, left, n)
             except FIT_ERRORS:
                 # raysweep fit cannot fit these runs yet (fewer runs than parameters):
                 # widen the pilot with the cheapest affordable runs
@@ -322,17 +334,57 @@ class ActiveDesign:
         return self._greedy(observed, pending, free, left, n)
 
     def _plan(self, observed, pending, free, left, n) -> Proposal:
-        """Solve the relaxed design for the remaining budget and run its largest
-        weights (:mod:`raysweep.active.planner`)."""
+        """Plan the remaining budget under the bias-plus-variance criterion and run the
+        plan's first picks (:func:`raysweep.active.planner.robust_plan`)."""
+        lap = self.laplace.fit(observed)
+        crit = self.criterion(lap)
+        chosen = list(observed) + list(pending)
+        sd_now = self._sd_loss(lap, crit.mse(chosen))
+        if sd_now <= self.target_std:
+            return Proposal([], "target_std", sd_now)
+        cost = self.pool.cost
+        ok = np.flatnonzero(free & (cost <= left))
+        if not len(ok):
+            return Proposal([], "budget", sd_now)
+        plan = robust_plan(crit, chosen, ok, cost, left)
+        self.last_plan = plan
+        if not plan.picks:  # no affordable run lowers the error at the targets
+            return Proposal([], "converged", sd_now)
+        return Proposal(plan.picks[:n], "acquired", sd_now)
+
+    def criterion(self, lap: Laplace) -> Misspecified:
+        """The plan's bias-plus-variance criterion at the fit ``lap``: the law's error
+        a smooth function of (ln N, ln D) with sd ``discrepancy`` and correlation length
+        ``discrepancy_scale`` (:func:`raysweep.active.planner.discrepancy_kernel`),
+        shared by every representation."""
+        p = self.pool
+        x = np.column_stack([np.log(p.n), np.log(p.d)])
+        xp, xt = x[: p.n_pool], x[p.n_pool:]
+        amp, scale = self.discrepancy, self.discrepancy_scale
+        k = discrepancy_kernel(xp, xp, amp, scale)
+        if self.target_rho:  # log-capacities: the law's error enters through the fit only
+            kt, ktt = np.zeros((p.n_pool, len(self.rho_labels))), np.zeros(len(self.rho_labels))
+        else:
+            kt, ktt = discrepancy_kernel(xp, xt, amp, scale), np.full(len(xt), amp * amp)
+        return Misspecified(lap.jac[: p.n_pool], self._target_grad(lap), k, kt, ktt,
+                            lap.sigma, lap.prior)
+
+    def _sd_loss(self, lap: Laplace, var: np.ndarray) -> float:
+        """Largest target sd in loss units (rho units for target ``rho``) from the
+        variances ``var`` of the log target quantities."""
+        scale = (np.exp(lap.theta[[lap.names.index(f"logrho[{lab}]") for lab in self.rho_labels]])
+                 if self.target_rho else np.exp(lap.log_pred[self.pool.target_rows]))
+        return float(np.sqrt(np.max(np.maximum(var, 0.0) * scale ** 2)))
+
+    def _vopt(self, observed, pending, free, left, n) -> Proposal:
+        """Solve the relaxed budgeted V-optimal design for the remaining budget (the law
+        taken as exact) and run its largest weights (:mod:`raysweep.active.planner`)."""
         lap = self.laplace.fit(observed)
         info = self.information(lap)
         obs = list(observed) + list(pending)
         m0 = lap.prior + info[obs].T @ info[obs]
         g = self._target_grad(lap)
-        var = np.diag(g @ np.linalg.solve(m0, g.T))
-        scale = (np.exp(lap.theta[[lap.names.index(f"logrho[{lab}]") for lab in self.rho_labels]])
-                 if self.target_rho else np.exp(lap.log_pred[self.pool.target_rows]))
-        sd_now = float(np.sqrt(np.max(np.maximum(var, 0.0) * scale ** 2)))
+        sd_now = self._sd_loss(lap, np.diag(g @ np.linalg.solve(m0, g.T)))
         if sd_now <= self.target_std:
             return Proposal([], "target_std", sd_now)
         cost = self.pool.cost
@@ -347,13 +399,8 @@ class ActiveDesign:
         return Proposal(picks, "acquired", sd_now)
 
     def information(self, lap: Laplace) -> np.ndarray:
-        """Per pool row, the log-loss gradient over its noise sd including the law's
-        discrepancy (:func:`raysweep.active.planner.discrepancy_sd`)."""
-        p = self.pool
-        tflops = float(np.min(6 * p.n[p.n_pool:] * p.d[p.n_pool:])) if not self.target_rho \
-            else float(np.max(p.cost))
-        sd = discrepancy_sd(lap.sigma, p.cost, tflops, self.discrepancy)
-        return lap.jac[: p.n_pool] / sd[:, None]
+        """Per pool row, the log-loss gradient over the noise sd (``design: vopt``)."""
+        return lap.jac[: self.pool.n_pool] / lap.sigma
 
     def _greedy(self, observed, pending, free, left, n) -> Proposal:
         post, cov = self.covariance(observed)

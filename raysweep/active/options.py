@@ -39,15 +39,18 @@ Options (``study.search``; all optional except that at most one budget is given)
                    (default 0: only the budget stops the search)
 ``max_failures``   failures after which a candidate is never proposed again
                    (default 1)
-``design``         ``plan`` (default): each round solves the relaxed budgeted
-                   V-optimal design for the remaining budget and runs its
-                   largest weights (:mod:`raysweep.active.planner`);
-                   ``greedy``: candidates scored one by one per
-                   (6 N D)^cost_exponent (the earlier acquisition)
-``discrepancy``    ``design: plan``: how much less a run k e-folds of compute
-                   below the targets tells about them (noise sd times
-                   sqrt(1 + discrepancy k^2); default 0.3, chosen on the
-                   Chinchilla and Farseer replays; 0 = the law is exact)
+``design``         ``plan`` (default): each round plans the remaining budget
+                   under the expected error of ``raysweep fit`` at the targets,
+                   noise *and* the law's misspecification included, and runs
+                   the plan's first picks (:func:`raysweep.active.planner.robust_plan`);
+                   ``vopt``: the relaxed budgeted V-optimal design (Frank-Wolfe,
+                   the law taken as exact); ``greedy``: candidates scored one
+                   by one per (6 N D)^cost_exponent (the earlier acquisition)
+``discrepancy``    ``design: plan``: sd of the law's misspecification in
+                   log-loss (default 0.02; 0 = the law is exact)
+``discrepancy_scale`` ``design: plan``: its correlation length in e-folds of N
+                   and of D (default 2); both chosen on the Chinchilla and
+                   Farseer replays (docs/active.md, "Method")
 =================  ===========================================================
 """
 
@@ -62,15 +65,18 @@ from raysweep.results import row_is_dense, run_flops
 
 OPTIONS = ("strategy", "budget_flops", "budget_fraction", "batch", "target", "cost_exponent",
            "seed", "storage", "ensemble", "noise", "target_std", "max_failures", "design",
-           "discrepancy")
+           "discrepancy", "discrepancy_scale")
 DEFAULT_FRACTION = 0.1
-# How a round picks its runs: "plan" solves the relaxed budgeted design for the
-# remaining budget (raysweep.active.planner), "greedy" scores candidates one by
-# one per (6 N D)^cost_exponent.
-DESIGNS = ("plan", "greedy")
-# The plan's misspecification allowance (raysweep.active.planner.discrepancy_sd),
+# How a round picks its runs: "plan" plans the remaining budget under the bias-
+# plus-variance criterion (raysweep.active.planner.robust_plan), "vopt" solves the
+# relaxed budgeted V-optimal design, "greedy" scores candidates one by one per
+# (6 N D)^cost_exponent.
+DESIGNS = ("plan", "vopt", "greedy")
+# The plan's model of the law's misspecification (raysweep.active.planner.
+# discrepancy_kernel): sd in log-loss and correlation length in e-folds of N and D,
 # chosen on the Chinchilla and Farseer replays (docs/active.md, "Method").
-DISCREPANCY = 0.3
+DISCREPANCY = 0.02
+DISCREPANCY_SCALE = 2.0
 
 
 @dataclass(frozen=True)
@@ -90,13 +96,15 @@ class ActiveOptions:
     max_failures: int = 1
     design: str = "plan"
     discrepancy: float = DISCREPANCY
+    discrepancy_scale: float = DISCREPANCY_SCALE
 
     def design_kwargs(self) -> dict:
         """Keyword arguments of :class:`raysweep.active.acquisition.ActiveDesign`."""
         return {"target": self.target, "cost_exponent": self.cost_exponent,
                 "ensemble": self.ensemble, "noise": self.noise, "target_std": self.target_std,
                 "max_failures": self.max_failures, "seed": self.seed,
-                "design": self.design, "discrepancy": self.discrepancy}
+                "design": self.design, "discrepancy": self.discrepancy,
+                "discrepancy_scale": self.discrepancy_scale}
 
 
 def _bad(key: str, value: Any, allowed: str) -> StudyError:
@@ -175,7 +183,9 @@ def parse_options(search: dict, pool: list[dict]) -> ActiveOptions:
         target_std=_num(search, "target_std", 0.0, 0),
         max_failures=_num(search, "max_failures", 1, 1, integer=True),
         design=_design(search.get("design", "plan")),
-        discrepancy=_num(search, "discrepancy", DISCREPANCY, 0, 100),
+        discrepancy=_num(search, "discrepancy", DISCREPANCY, 0, 1),
+        discrepancy_scale=_num(search, "discrepancy_scale", DISCREPANCY_SCALE, 0, 100,
+                               open_lo=True),
     )
 
 

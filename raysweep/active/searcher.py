@@ -29,7 +29,7 @@ from ray.tune.search import Searcher
 from raysweep.active.options import parse_options
 from raysweep.active.sampler import ActiveSampler, ask, open_study, tell_result
 
-STOP_REASONS = ("budget", "target_std", "exhausted")
+STOP_REASONS = ("budget", "target_std", "exhausted", "converged")
 
 
 class ActiveSearcher(Searcher):

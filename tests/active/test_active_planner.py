@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from raysweep.active.acquisition import ActiveDesign, run_in_process
-from raysweep.active.planner import discrepancy_sd, relaxed_design, round_plan, v_value
+from raysweep.active.planner import (
+    Misspecified,
+    discrepancy_kernel,
+    relaxed_design,
+    robust_plan,
+    round_plan,
+    v_value,
+)
 
 
 def line_problem():
@@ -53,11 +60,74 @@ def test_lower_bound_is_below_every_integer_design():
     assert cost[picks].sum() <= budget and len(set(picks)) == len(picks)
 
 
-def test_discrepancy_discounts_runs_far_below_the_targets():
-    sd = discrepancy_sd(0.01, np.array([1e18, 1e20, 1e22]), 1e20, 0.1)
-    assert sd[1] == sd[2] == pytest.approx(0.01)
-    assert sd[0] == pytest.approx(0.01 * np.sqrt(1 + 0.1 * np.log(100) ** 2))
-    assert np.all(discrepancy_sd(0.01, np.array([1e18]), 1e20, 0.0) == 0.01)
+def random_criterion(seed=0, amp=0.02, scale=1.0, n=30, p=4, t=3):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n + t, 2))
+    return Misspecified(rng.normal(size=(n, p)), rng.normal(size=(t, p)),
+                        discrepancy_kernel(x[:n], x[:n], amp, scale),
+                        discrepancy_kernel(x[:n], x[n:], amp, scale), np.full(t, amp * amp),
+                        0.01, np.eye(p) * 1e-4)
+
+
+def test_rank_one_update_matches_the_direct_mse():
+    crit = random_criterion()
+    chosen, cand = [0, 1, 2, 3, 4, 5], [7, 8, 9, 20]
+    direct = [crit.mse(chosen + [c]).mean() for c in cand]
+    assert crit.mse_added(chosen, cand) == pytest.approx(direct, rel=1e-9)
+
+
+def test_without_discrepancy_the_mse_is_the_laplace_variance():
+    """amp 0: the law is exact, and the error of the fit is its linearized variance."""
+    crit = random_criterion(amp=0.0)
+    s = list(range(12))
+    js = crit.jac[s] / crit.sigma
+    var = np.diag(crit.grad @ np.linalg.solve(crit.prior + js.T @ js, crit.grad.T))
+    assert crit.mse(s) == pytest.approx(var, rel=1e-3)
+
+
+def line_with_a_bend():
+    """Intercept + slope in x; runs at x = 0..9 (cost grows with x), the target at x = 12;
+    the misspecification is correlated over 2 units of x."""
+    x = np.arange(10.0)
+    jac = np.column_stack([np.ones(10), x])
+    xs = np.r_[x, 12.0][:, None]
+    return x, jac, xs
+
+
+def test_misspecification_keeps_the_plan_off_cheap_far_runs():
+    """An exact law takes a cheap run near the start to pin the intercept; a law that
+    bends does not (its error there is not the target's) and leaves budget unspent."""
+    x, jac, xs = line_with_a_bend()
+    cost = np.exp(x / 3)
+    g = np.array([[1.0, 12.0]])
+
+    def plan(amp):
+        crit = Misspecified(jac, g, discrepancy_kernel(xs[:10], xs[:10], amp, 2.0),
+                            discrepancy_kernel(xs[:10], xs[10:], amp, 2.0),
+                            np.array([amp * amp]), 0.01, np.eye(2) * 1e-6)
+        return robust_plan(crit, [0, 1], range(2, 10), cost, budget=30.0), crit
+
+    exact, _ = plan(0.0)
+    wrong, crit = plan(0.05)
+    assert wrong.mse_after < wrong.mse_now and exact.mse_after < exact.mse_now
+    assert exact.picks[0] == wrong.picks[0] == 9  # the run nearest the target first
+    assert min(exact.picks) == 2 and min(wrong.picks) > 2
+    assert cost[wrong.picks].sum() < cost[exact.picks].sum() <= 30.0
+    # the plan's value is the criterion of what it bought
+    assert crit.mse([0, 1] + wrong.picks).mean() == pytest.approx(wrong.mse_after)
+
+
+def test_a_far_run_can_only_hurt_a_wrong_law_so_the_plan_stops():
+    """Runs at the far end add bias the plain fit cannot tell from signal: the plan
+    leaves them unbought and the budget unspent."""
+    x, jac, xs = line_with_a_bend()
+    crit = Misspecified(jac, np.array([[1.0, 12.0]]),
+                        discrepancy_kernel(xs[:10], xs[:10], 0.05, 3.0),
+                        discrepancy_kernel(xs[:10], xs[10:], 0.05, 3.0),
+                        np.array([0.0025]), 0.001, np.eye(2) * 1e-6)
+    plan = robust_plan(crit, [8, 9], [0, 1], np.ones(10), budget=2.0)
+    assert plan.picks == []
+    assert np.all(crit.mse_added([8, 9], [0, 1]) > crit.mse([8, 9]).mean())
 
 
 RHO = {"dense": 1.0, "w4": 0.8, "w2": 0.4}
@@ -78,15 +148,24 @@ def test_planned_search_spends_within_budget_and_brackets_the_truth():
     rows = pool_rows()
     total = sum(6 * r["n_params"] * r["tokens"] for r in rows)
     target = [(6.4e7, 1.28e9)]
-    design = ActiveDesign(rows, 0.3 * total, target=target)
-    assert design.design == "plan"
-    rng = np.random.default_rng(0)
-    observed = run_in_process(
-        design, lambda i: truth(rows[i]) * np.exp(0.005 * rng.standard_normal()), batch=3)
-    assert design.spent(observed) <= 0.3 * total
-    assert len(observed) < len(rows)
-    assert design.last_plan is not None  # the plan, not the fallback, chose runs
-    assert design.last_plan.lower_bound <= design.last_plan.value
+    assert ActiveDesign(rows, total).design == "plan"
+    for kind in ("plan", "vopt"):
+        design = ActiveDesign(rows, 0.3 * total, target=target, design=kind)
+        rng = np.random.default_rng(0)
+        observed = run_in_process(
+            design, lambda i, rng=rng: truth(rows[i]) * np.exp(0.005 * rng.standard_normal()),
+            batch=3)
+        assert design.spent(observed) <= 0.3 * total
+        assert len(observed) < len(rows)
+        assert design.last_plan is not None  # the plan, not the fallback, chose runs
+        if kind == "vopt":
+            assert design.last_plan.lower_bound <= design.last_plan.value
+        else:
+            assert design.last_plan.mse_after <= design.last_plan.mse_now
+        check_intervals(design, observed, target)
+
+
+def check_intervals(design, observed, target):
     iv = design.target_intervals(observed)
     assert len(iv) == len(RHO)
     for lab in RHO:
@@ -138,4 +217,9 @@ def test_design_option_is_validated():
         parse_options({"strategy": "active", "design": "smart"}, pool_rows())
     with pytest.raises(StudyError, match=r"search\.discrepancy"):
         parse_options({"strategy": "active", "discrepancy": -1}, pool_rows())
+    with pytest.raises(StudyError, match=r"search\.discrepancy_scale"):
+        parse_options({"strategy": "active", "discrepancy_scale": 0}, pool_rows())
+    opts = parse_options({"design": "vopt", "discrepancy": "0.05", "discrepancy_scale": 1},
+                         pool_rows())
+    assert (opts.design, opts.discrepancy, opts.discrepancy_scale) == ("vopt", 0.05, 1.0)
     assert parse_options({"design": "greedy"}, pool_rows()).design == "greedy"
