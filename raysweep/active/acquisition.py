@@ -340,13 +340,10 @@ class ActiveDesign:
         crit = self.criterion(lap)
         chosen = list(observed) + list(pending)
         sd_now = self._sd_loss(lap, crit.mse(chosen))
-        if sd_now <= self.target_std:
-            return Proposal([], "target_std", sd_now)
-        cost = self.pool.cost
-        ok = np.flatnonzero(free & (cost <= left))
-        if not len(ok):
-            return Proposal([], "budget", sd_now)
-        plan = robust_plan(crit, chosen, ok, cost, left)
+        ok = self._affordable(sd_now, free, left)
+        if isinstance(ok, Proposal):
+            return ok
+        plan = robust_plan(crit, chosen, ok, self.pool.cost, left)
         self.last_plan = plan
         if not plan.picks:  # no affordable run lowers the error at the targets
             return Proposal([], "converged", sd_now)
@@ -369,6 +366,14 @@ class ActiveDesign:
         return Misspecified(lap.jac[: p.n_pool], self._target_grad(lap), k, kt, ktt,
                             lap.sigma, lap.prior)
 
+    def _affordable(self, sd_now: float, free, left: float) -> np.ndarray | Proposal:
+        """The affordable free candidates, or the Proposal that stops the search (every
+        target's sd below ``target_std``, or nothing affordable left)."""
+        if sd_now <= self.target_std:
+            return Proposal([], "target_std", sd_now)
+        ok = np.flatnonzero(free & (self.pool.cost <= left))
+        return ok if len(ok) else Proposal([], "budget", sd_now)
+
     def _sd_loss(self, lap: Laplace, var: np.ndarray) -> float:
         """Largest target sd in loss units (rho units for target ``rho``) from the
         variances ``var`` of the log target quantities."""
@@ -385,12 +390,10 @@ class ActiveDesign:
         m0 = lap.prior + info[obs].T @ info[obs]
         g = self._target_grad(lap)
         sd_now = self._sd_loss(lap, np.diag(g @ np.linalg.solve(m0, g.T)))
-        if sd_now <= self.target_std:
-            return Proposal([], "target_std", sd_now)
+        ok = self._affordable(sd_now, free, left)
+        if isinstance(ok, Proposal):
+            return ok
         cost = self.pool.cost
-        ok = np.flatnonzero(free & (cost <= left))
-        if not len(ok):
-            return Proposal([], "budget", sd_now)
         plan = relaxed_design(info[ok], m0, g, cost[ok], left)
         self.last_plan = plan
         picks = [int(ok[i]) for i in round_plan(plan.weights, cost[ok], left, n)]
