@@ -51,6 +51,7 @@ def test_fit_reports_the_interval_method_and_uses_the_widened_percentiles():
     b = res.bootstrap
     assert b["interval"] == "expanded percentile" and b["clusters"] == 12
     assert b["percentile_level"] > 0.97
+    assert any("12 bootstrap replicates" in n and "200+" in n for n in res.notes)
     alpha = np.array([res.model.params(np.array(s))["alpha"] for s in res.samples])
     from raysweep.fit.core import expanded_level
 
