@@ -1,11 +1,13 @@
 """Acquisition of active search: which runs to train next, given the ones done.
 
-Two designs (``search.design``): ``plan`` (the default) fits the finished runs
-with ``raysweep fit``'s estimator and solves the relaxed budgeted V-optimal
-design for the whole remaining budget each round, running its largest weights
-(:mod:`raysweep.active.planner`, :meth:`ActiveDesign._plan`); ``greedy`` is the
-earlier acquisition, described below, one candidate at a time per FLOP on an
-ensemble of least-squares fits.
+Three designs (``search.design``). ``plan`` (the default) fits the finished runs
+with ``raysweep fit``'s estimator and plans the whole remaining budget each round
+for the smallest expected error of that fit at the targets, the law's
+misspecification included, running the plan's first picks
+(:mod:`raysweep.active.planner`, :meth:`ActiveDesign._plan`); ``vopt`` solves the
+relaxed budgeted V-optimal design instead (the law taken as exact,
+:meth:`ActiveDesign._vopt`); ``greedy`` is the earlier acquisition, described
+below, one candidate at a time per FLOP on an ensemble of least-squares fits.
 
 The candidate pool is the study's grid (one row per trial config). The
 *targets* are the quantities the user wants pinned, by default the predicted
@@ -49,7 +51,6 @@ from raysweep.active.planner import (
     Misspecified,
     Plan,
     RobustPlan,
-    discrepancy_kernel,
     relaxed_design,
     robust_plan,
     round_plan,
@@ -356,15 +357,9 @@ class ActiveDesign:
         shared by every representation."""
         p = self.pool
         x = np.column_stack([np.log(p.n), np.log(p.d)])
-        xp, xt = x[: p.n_pool], x[p.n_pool:]
-        amp, scale = self.discrepancy, self.discrepancy_scale
-        k = discrepancy_kernel(xp, xp, amp, scale)
-        if self.target_rho:  # log-capacities: the law's error enters through the fit only
-            kt, ktt = np.zeros((p.n_pool, len(self.rho_labels))), np.zeros(len(self.rho_labels))
-        else:
-            kt, ktt = discrepancy_kernel(xp, xt, amp, scale), np.full(len(xt), amp * amp)
-        return Misspecified(lap.jac[: p.n_pool], self._target_grad(lap), k, kt, ktt,
-                            lap.sigma, lap.prior)
+        return Misspecified(lap.jac[: p.n_pool], self._target_grad(lap), x[: p.n_pool],
+                            x[p.n_pool:], self.discrepancy, self.discrepancy_scale,
+                            lap.sigma, lap.prior, target_loss=not self.target_rho)
 
     def _affordable(self, sd_now: float, free, left: float) -> np.ndarray | Proposal:
         """The affordable free candidates, or the Proposal that stops the search (every

@@ -157,20 +157,39 @@ class Misspecified:
     """The quantities of the bias-plus-variance criterion over pool and target rows.
 
     ``jac`` (P, p): the law's log-loss gradients at the pool rows; ``grad`` (T, p): the
-    target quantities' gradients; ``k`` (P, P), ``kt`` (P, T), ``ktt`` (T,): the
-    misspecification covariance among pool rows, pool-target, at each target (zero for
-    a target that is not a loss, such as a log-capacity); ``sigma``: run-to-run noise
-    sd of log-loss; ``prior``: (p, p) prior precision (keeps the normal equations
+    target quantities' gradients; ``x`` (P, 2) and ``xt`` (T, 2): the (ln N, ln D) of
+    pool rows and targets; ``amp``, ``scale``: the misspecification's sd and
+    correlation length (:func:`discrepancy_kernel`; blocks of it are computed when
+    needed, so a pool of 10,000 runs never holds a 10,000 x 10,000 matrix);
+    ``target_loss``: False when the targets are not losses (log-capacities: the law's
+    error reaches them through the fit only); ``sigma``: run-to-run noise sd of
+    log-loss; ``prior``: (p, p) prior precision (keeps the normal equations
     invertible; internal units, as :class:`Laplace`).
     """
 
     jac: np.ndarray
     grad: np.ndarray
-    k: np.ndarray
-    kt: np.ndarray
-    ktt: np.ndarray
+    x: np.ndarray
+    xt: np.ndarray
+    amp: float
+    scale: float
     sigma: float
     prior: np.ndarray
+    target_loss: bool = True
+
+    def k(self, i, j) -> np.ndarray:
+        """Misspecification covariance between pool rows ``i`` and ``j``."""
+        return discrepancy_kernel(self.x[i], self.x[j], self.amp, self.scale)
+
+    def kt(self, i) -> np.ndarray:
+        """Covariance between pool rows ``i`` and the targets (zero for non-loss ones)."""
+        if not self.target_loss:
+            return np.zeros((len(i), len(self.grad)))
+        return discrepancy_kernel(self.x[i], self.xt, self.amp, self.scale)
+
+    @property
+    def ktt(self) -> np.ndarray:
+        return np.full(len(self.grad), self.amp ** 2 if self.target_loss else 0.0)
 
     def mse(self, chosen) -> np.ndarray:
         """Expected squared error at every target of the plain least-squares fit on the
@@ -186,8 +205,8 @@ class Misspecified:
         s = np.asarray(list(chosen), int)
         js, s2 = self.jac[s], self.sigma ** 2
         a = np.linalg.solve(self.prior + js.T @ js / s2, self.grad.T)  # p x T
-        q = js.T @ (self.k[np.ix_(s, s)] + s2 * np.eye(len(s))) @ js
-        lin = js.T @ self.kt[s]
+        q = js.T @ (self.k(s, s) + s2 * np.eye(len(s))) @ js
+        lin = js.T @ self.kt(s)
         return (np.einsum("pt,pq,qt->t", a, q, a) / s2 ** 2
                 - 2 * np.einsum("pt,pt->t", a, lin) / s2 + self.ktt)
 
@@ -202,13 +221,13 @@ class Misspecified:
         ja = jc @ a  # (C, T): j_c . a_t
         den = s2 + np.einsum("cp,cp->c", jc, u)
         ac = a[None] - u[:, :, None] * (ja / den[:, None])[:, None, :]  # (C, p, T)
-        q = js.T @ (self.k[np.ix_(s, s)] + s2 * np.eye(len(s))) @ js
-        uq = self.k[np.ix_(s, c)].T @ js  # (C, p): J_S^T k_Sc
+        q = js.T @ (self.k(s, s) + s2 * np.eye(len(s))) @ js
+        uq = self.k(s, c).T @ js  # (C, p): J_S^T k_Sc
         jac_a = np.einsum("cp,cpt->ct", jc, ac)
         quad = (np.einsum("cpt,pq,cqt->ct", ac, q, ac)
                 + 2 * np.einsum("cp,cpt->ct", uq, ac) * jac_a
-                + (self.k[c, c] + s2)[:, None] * jac_a ** 2)
-        lin = np.einsum("pt,cpt->ct", js.T @ self.kt[s], ac) + jac_a * self.kt[c]
+                + (self.amp ** 2 + s2) * jac_a ** 2)  # k(c, c) = amp^2
+        lin = np.einsum("pt,cpt->ct", js.T @ self.kt(s), ac) + jac_a * self.kt(c)
         return (quad / s2 ** 2 - 2 * lin / s2 + self.ktt).mean(1)
 
 

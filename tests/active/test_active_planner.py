@@ -63,10 +63,16 @@ def test_lower_bound_is_below_every_integer_design():
 def random_criterion(seed=0, amp=0.02, scale=1.0, n=30, p=4, t=3):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n + t, 2))
-    return Misspecified(rng.normal(size=(n, p)), rng.normal(size=(t, p)),
-                        discrepancy_kernel(x[:n], x[:n], amp, scale),
-                        discrepancy_kernel(x[:n], x[n:], amp, scale), np.full(t, amp * amp),
-                        0.01, np.eye(p) * 1e-4)
+    return Misspecified(rng.normal(size=(n, p)), rng.normal(size=(t, p)), x[:n], x[n:],
+                        amp, scale, 0.01, np.eye(p) * 1e-4)
+
+
+def test_discrepancy_kernel_is_the_squared_exponential():
+    x = np.array([[0.0, 0.0], [1.0, 1.0]])
+    k = discrepancy_kernel(x, x, 0.02, 2.0)
+    assert k[0, 0] == pytest.approx(4e-4)
+    assert k[0, 1] == pytest.approx(4e-4 * np.exp(-2.0 / 8.0))
+    assert np.all(discrepancy_kernel(x, x, 0.0, 2.0) == 0)
 
 
 def test_rank_one_update_matches_the_direct_mse():
@@ -102,9 +108,7 @@ def test_misspecification_keeps_the_plan_off_cheap_far_runs():
     g = np.array([[1.0, 12.0]])
 
     def plan(amp):
-        crit = Misspecified(jac, g, discrepancy_kernel(xs[:10], xs[:10], amp, 2.0),
-                            discrepancy_kernel(xs[:10], xs[10:], amp, 2.0),
-                            np.array([amp * amp]), 0.01, np.eye(2) * 1e-6)
+        crit = Misspecified(jac, g, xs[:10], xs[10:], amp, 2.0, 0.01, np.eye(2) * 1e-6)
         return robust_plan(crit, [0, 1], range(2, 10), cost, budget=30.0), crit
 
     exact, _ = plan(0.0)
@@ -121,10 +125,8 @@ def test_a_far_run_can_only_hurt_a_wrong_law_so_the_plan_stops():
     """Runs at the far end add bias the plain fit cannot tell from signal: the plan
     leaves them unbought and the budget unspent."""
     x, jac, xs = line_with_a_bend()
-    crit = Misspecified(jac, np.array([[1.0, 12.0]]),
-                        discrepancy_kernel(xs[:10], xs[:10], 0.05, 3.0),
-                        discrepancy_kernel(xs[:10], xs[10:], 0.05, 3.0),
-                        np.array([0.0025]), 0.001, np.eye(2) * 1e-6)
+    crit = Misspecified(jac, np.array([[1.0, 12.0]]), xs[:10], xs[10:], 0.05, 3.0, 0.001,
+                        np.eye(2) * 1e-6)
     plan = robust_plan(crit, [8, 9], [0, 1], np.ones(10), budget=2.0)
     assert plan.picks == []
     assert np.all(crit.mse_added([8, 9], [0, 1]) > crit.mse([8, 9]).mean())
