@@ -203,31 +203,35 @@ class Misspecified:
         + k_tt``: the variance of an exact law plus the bias of a wrong one.
         """
         s = np.asarray(list(chosen), int)
-        js, s2 = self.jac[s], self.sigma ** 2
-        a = np.linalg.solve(self.prior + js.T @ js / s2, self.grad.T)  # p x T
-        q = js.T @ (self.k(s, s) + s2 * np.eye(len(s))) @ js
-        lin = js.T @ self.kt(s)
+        js, _, a, q, lin = self._normal(s)
+        s2 = self.sigma ** 2
         return (np.einsum("pt,pq,qt->t", a, q, a) / s2 ** 2
                 - 2 * np.einsum("pt,pt->t", a, lin) / s2 + self.ktt)
+
+    def _normal(self, s: np.ndarray):
+        """For the rows ``s``: J_S, M, a = M^-1 G^T, J_S^T (K_SS + sigma^2 I) J_S and
+        J_S^T k_St."""
+        js, s2 = self.jac[s], self.sigma ** 2
+        m = self.prior + js.T @ js / s2
+        q = js.T @ (self.k(s, s) + s2 * np.eye(len(s))) @ js
+        return js, m, np.linalg.solve(m, self.grad.T), q, js.T @ self.kt(s)
 
     def mse_added(self, chosen, cand) -> np.ndarray:
         """Mean over targets of :meth:`mse` of ``chosen + [c]`` for each ``c`` in
         ``cand`` (rank-one updates, vectorized over the candidates)."""
         s, c = np.asarray(list(chosen), int), np.asarray(cand, int)
-        js, jc, s2 = self.jac[s], self.jac[c], self.sigma ** 2
-        m = self.prior + js.T @ js / s2
-        a = np.linalg.solve(m, self.grad.T)  # p x T
+        js, m, a, q, lin_s = self._normal(s)  # a: p x T
+        jc, s2 = self.jac[c], self.sigma ** 2
         u = np.linalg.solve(m, jc.T).T  # (C, p): M^-1 j_c
         ja = jc @ a  # (C, T): j_c . a_t
         den = s2 + np.einsum("cp,cp->c", jc, u)
         ac = a[None] - u[:, :, None] * (ja / den[:, None])[:, None, :]  # (C, p, T)
-        q = js.T @ (self.k(s, s) + s2 * np.eye(len(s))) @ js
         uq = self.k(s, c).T @ js  # (C, p): J_S^T k_Sc
         jac_a = np.einsum("cp,cpt->ct", jc, ac)
         quad = (np.einsum("cpt,pq,cqt->ct", ac, q, ac)
                 + 2 * np.einsum("cp,cpt->ct", uq, ac) * jac_a
                 + (self.amp ** 2 + s2) * jac_a ** 2)  # k(c, c) = amp^2
-        lin = np.einsum("pt,cpt->ct", js.T @ self.kt(s), ac) + jac_a * self.kt(c)
+        lin = np.einsum("pt,cpt->ct", lin_s, ac) + jac_a * self.kt(c)
         return (quad / s2 ** 2 - 2 * lin / s2 + self.ktt).mean(1)
 
 
