@@ -280,9 +280,10 @@ def _greedy_plan(crit, chosen, cand, cost, budget, rel_tol, exponent) -> RobustP
             break
         m = crit.mse_added(chosen, ok)
         gain = cur - m
-        k = int(np.argmax(gain / (cost[ok] / scale) ** exponent))
-        if not gain[k] > rel_tol * cur:
+        worth = gain > rel_tol * cur  # a run must lower the error to be bought at all
+        if not worth.any():
             break
+        k = int(np.argmax(np.where(worth, gain / (cost[ok] / scale) ** exponent, -np.inf)))
         i = int(ok[k])
         picks.append(i)
         chosen.append(i)
