@@ -65,7 +65,7 @@ import numpy as np
 import pandas as pd
 
 from raysweep.active.acquisition import ActiveDesign, run_in_process
-from raysweep.active.options import DESIGNS
+from raysweep.active.options import DESIGNS, DISCREPANCY, DISCREPANCY_SCALE
 from raysweep.active.planner import PRIOR_SD, PRIOR_SD_CAP, relaxed_design, round_plan
 from raysweep.errors import FitError
 from raysweep.fit import fit_table
@@ -520,9 +520,10 @@ def main(argv=None) -> None:
     ap.add_argument("--design", choices=DESIGNS, help="the active strategy's search.design "
                     "(default: the study default, plan)")
     ap.add_argument("--discrepancy", type=float,
-                    help="the active strategy's search.discrepancy (default 0.02)")
+                    help=f"the active strategy's search.discrepancy (default {DISCREPANCY})")
     ap.add_argument("--discrepancy-scale", type=float,
-                    help="the active strategy's search.discrepancy_scale (default 2)")
+                    help="the active strategy's search.discrepancy_scale "
+                    f"(default {DISCREPANCY_SCALE})")
     args = ap.parse_args(argv)
     for key, value in (("design", args.design), ("discrepancy", args.discrepancy),
                        ("discrepancy_scale", args.discrepancy_scale)):
